@@ -1,0 +1,3 @@
+from ocsync_tui.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""SQLite state: devices (the sync table), folders, schedule, transfers, events."""

@@ -1,0 +1,26 @@
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ocsync_tui.identity import load_or_create_identity
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def identity(home: Path):
+    return load_or_create_identity(home)
+
+
+def git_fsck_strict(repo_path: Path) -> None:
+    """Fail the test unless the real git CLI accepts the repository."""
+    result = subprocess.run(
+        ["git", "-C", str(repo_path), "fsck", "--strict", "--no-progress"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, f"git fsck --strict failed:\n{result.stdout}{result.stderr}"
