@@ -1,0 +1,389 @@
+"""Writing tree content into a folder without ever following a symlink or leaving the folder.
+
+Every directory is opened relative to its parent with O_NOFOLLOW (openat style), starting from a
+descriptor of the folder root, so a symlinked directory — including one written a moment ago from the
+same tree — is never entered. Files are replaced by a temp file in the same directory, fsync and rename.
+
+A file is only replaced or deleted when what is on disk is exactly what the old tree recorded (or
+nothing): anything else is the user's, and stays where it is for the committer to pick up.
+
+A tree path that cannot be placed on this disk — its name collides with another one on a disk that
+folds case or normalises Unicode, or a directory or a non-directory is in its way — is written under a
+conflict-copy name instead (candidates from the caller); the caller commits that as a local add and delete,
+so every peer converges on the same tree and nothing is lost.
+"""
+
+import errno
+import hashlib
+import os
+import stat
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dulwich.object_store import BaseObjectStore
+
+from ocsync_tui.errors import OcsyncError
+from ocsync_tui.vcs.disk_naming import CASE_SENSITIVE, DiskNaming
+
+FILE_MODE = 0o100644
+EXECUTABLE_MODE = 0o100755
+SYMLINK_MODE = 0o120000
+GITLINK_MODE = 0o160000
+
+_TEMP_PREFIX = b".ocsync-tmp-"
+_READ_CHUNK = 1 << 20
+# Stands for the content of a file that changed while it was read: equal to no tree's blob.
+_BEING_WRITTEN = b"being-written"
+
+
+class CheckoutError(OcsyncError):
+    """The folder itself cannot be written (missing, unreadable): nothing a conflict copy can solve."""
+
+
+@dataclass(frozen=True)
+class TreeFile:
+    """One tree entry as the folder holds it: its git mode and blob id (hex)."""
+
+    mode: int
+    sha: bytes
+
+
+@dataclass(frozen=True)
+class _Blocked:
+    """Something at a path we may not replace: a directory, a device, or a path through a non-directory."""
+
+
+BLOCKED = _Blocked()
+DiskState = TreeFile | _Blocked | None
+
+
+@dataclass
+class CheckoutResult:
+    """What a checkout did; `settled` are the paths whose disk content now equals the new tree."""
+
+    written: list[bytes] = field(default_factory=list)
+    deleted: list[bytes] = field(default_factory=list)
+    settled: list[bytes] = field(default_factory=list)
+    kept_local: list[bytes] = field(default_factory=list)
+    relocated: dict[bytes, bytes] = field(default_factory=dict)
+
+
+def blob_sha(data: bytes) -> bytes:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest().encode("ascii")
+
+
+def temp_name(name: bytes) -> bytes:
+    """The temp file a write of `name` goes through; fixed per name, so a crashed write can be cleaned up."""
+    return _TEMP_PREFIX + hashlib.sha1(name).hexdigest()[:16].encode("ascii")
+
+
+def is_temp_name(name: bytes) -> bool:
+    return name.startswith(_TEMP_PREFIX)
+
+
+def flatten_tree(store: BaseObjectStore, tree_id: bytes | None) -> dict[bytes, TreeFile]:
+    if tree_id is None:
+        return {}
+    return {
+        entry.path: TreeFile(entry.mode, entry.sha)
+        for entry in store.iter_tree_contents(tree_id)
+        if entry.mode != GITLINK_MODE
+    }
+
+
+def _split(relpath: bytes) -> tuple[list[bytes], bytes]:
+    *parents, name = relpath.split(b"/")
+    return parents, name
+
+
+def _is_directory(name: bytes, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+class FolderFiles:
+    """Openat-style access to the files of one folder; every path is relative to the folder root."""
+
+    def __init__(self, root: Path) -> None:
+        try:
+            self._root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as error:
+            raise CheckoutError(f"cannot open folder {root}: {error.strerror}") from None
+        self._open_dirs: list[tuple[bytes, int]] = []
+        self._touched_dirs: set[tuple[bytes, ...]] = set()
+
+    def close(self) -> None:
+        self._drop_open_dirs(0)
+        os.close(self._root_fd)
+
+    def __enter__(self) -> "FolderFiles":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _drop_open_dirs(self, keep: int) -> None:
+        while len(self._open_dirs) > keep:
+            os.close(self._open_dirs.pop()[1])
+
+    def _directory(self, parents: list[bytes], *, create: bool) -> int | None:
+        """A descriptor of the directory `parents` names, or None if a component is missing (and not
+        created) or is not a real directory. Descriptors along the last path used are kept open, as
+        sorted paths mostly share their parents."""
+        shared = 0
+        while shared < min(len(parents), len(self._open_dirs)) and self._open_dirs[shared][0] == parents[shared]:
+            shared += 1
+        self._drop_open_dirs(shared)
+        for component in parents[shared:]:
+            parent_fd = self._open_dirs[-1][1] if self._open_dirs else self._root_fd
+            try:
+                fd = os.open(component, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent_fd)
+            except FileNotFoundError:
+                if not create:
+                    return None
+                os.mkdir(component, 0o777, dir_fd=parent_fd)
+                self._touched_dirs.add(tuple(name for name, _ in self._open_dirs))
+                fd = os.open(component, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent_fd)
+            except OSError as error:
+                if error.errno in (errno.ELOOP, errno.ENOTDIR):
+                    return None
+                raise
+            self._open_dirs.append((component, fd))
+        return self._open_dirs[-1][1] if self._open_dirs else self._root_fd
+
+    def blocked_prefix(self, relpath: bytes) -> int | None:
+        """How many leading components of `relpath`'s parents are real directories, if one is not
+        (a symlink, a file, a device); None if every existing parent is a directory."""
+        parents, _ = _split(relpath)
+        for depth in range(len(parents)):
+            fd = self._directory(parents[:depth], create=False)
+            if fd is None:
+                return None
+            try:
+                mode = os.stat(parents[depth], dir_fd=fd, follow_symlinks=False).st_mode
+            except FileNotFoundError:
+                return None
+            if not stat.S_ISDIR(mode):
+                return depth
+        return None
+
+    def read(self, relpath: bytes) -> DiskState:
+        """What is at `relpath`: None (nothing), a TreeFile, or BLOCKED."""
+        parents, name = _split(relpath)
+        dir_fd = self._directory(parents, create=False)
+        if dir_fd is None:
+            return None if self.blocked_prefix(relpath) is None else BLOCKED
+        try:
+            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISLNK(info.st_mode):
+            return TreeFile(SYMLINK_MODE, blob_sha(os.readlink(name, dir_fd=dir_fd)))
+        if not stat.S_ISREG(info.st_mode):
+            return BLOCKED
+        mode = EXECUTABLE_MODE if info.st_mode & stat.S_IXUSR else FILE_MODE
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+        with os.fdopen(fd, "rb") as handle:
+            expected_size = os.fstat(handle.fileno()).st_size
+            hasher = hashlib.sha1(b"blob %d\0" % expected_size)
+            size = 0
+            while chunk := handle.read(_READ_CHUNK):
+                hasher.update(chunk)
+                size += len(chunk)
+        if size != expected_size:
+            return TreeFile(mode, _BEING_WRITTEN)
+        return TreeFile(mode, hasher.hexdigest().encode("ascii"))
+
+    def write(self, relpath: bytes, entry: TreeFile, content: bytes) -> None:
+        """Replace whatever file or symlink is at `relpath` by `content` (a symlink's target for
+        SYMLINK_MODE), creating parent directories; through a temp file, fsync and rename."""
+        parents, name = _split(relpath)
+        dir_fd = self._directory(parents, create=True)
+        if dir_fd is None:
+            raise CheckoutError(f"{os.fsdecode(relpath)}: a parent is not a directory")
+        temp = temp_name(name)
+        _remove_if_present(temp, dir_fd)
+        if entry.mode == SYMLINK_MODE:
+            os.symlink(content, temp, dir_fd=dir_fd)
+        else:
+            file_mode = 0o777 if entry.mode == EXECUTABLE_MODE else 0o666
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, file_mode, dir_fd=dir_fd)
+            try:
+                view = memoryview(content)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        if _is_directory(name, dir_fd):
+            os.rmdir(name, dir_fd=dir_fd)
+        os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        self._touched_dirs.add(tuple(parents))
+
+    def remove(self, relpath: bytes) -> None:
+        """Delete the file or symlink at `relpath`, then every parent left empty (never the root)."""
+        parents, name = _split(relpath)
+        dir_fd = self._directory(parents, create=False)
+        if dir_fd is None:
+            return
+        _remove_if_present(name, dir_fd)
+        self._touched_dirs.add(tuple(parents))
+        while parents:
+            self._drop_open_dirs(0)
+            parent_fd = self._directory(parents[:-1], create=False)
+            if parent_fd is None:
+                return
+            try:
+                os.rmdir(parents[-1], dir_fd=parent_fd)
+            except OSError as error:
+                if error.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT, errno.ENOTDIR):
+                    return
+                raise
+            parents = parents[:-1]
+            self._touched_dirs.add(tuple(parents))
+
+    def remove_stale_temp(self, relpath: bytes) -> None:
+        """Delete the temp file an interrupted write of `relpath` may have left."""
+        parents, name = _split(relpath)
+        dir_fd = self._directory(parents, create=False)
+        if dir_fd is not None:
+            _remove_if_present(temp_name(name), dir_fd)
+
+    def sync_touched_directories(self) -> None:
+        """Make every rename, creation and deletion durable: fsync each directory they changed."""
+        self._drop_open_dirs(0)
+        for parents in sorted(self._touched_dirs):
+            fd = self._directory(list(parents), create=False)
+            if fd is not None:
+                os.fsync(fd)
+        self._drop_open_dirs(0)
+        self._touched_dirs.clear()
+
+
+def _remove_if_present(name: bytes, dir_fd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+
+
+ConflictCopyNames = Callable[[bytes, int], Iterator[bytes]]
+"""Given a tree path and the index of the component that cannot be placed, candidate disk paths."""
+
+
+def collisions_on_disk(
+    new_files: Mapping[bytes, TreeFile], old_files: Mapping[bytes, TreeFile], naming: DiskNaming
+) -> dict[bytes, int]:
+    """Tree paths this disk would store as the same file as another one, mapped to the index of the
+    first component that collides. Paths kept from the old tree keep their place; among new ones the
+    first in sorted order does."""
+    if not naming.collides:
+        return {}
+    owner_of_key: dict[bytes, bytes] = {}
+
+    def first_colliding_component(path: bytes) -> int | None:
+        parts = path.split(b"/")
+        for depth in range(1, len(parts) + 1):
+            prefix = b"/".join(parts[:depth])
+            if owner_of_key.setdefault(naming.key(prefix), prefix) != prefix:
+                return depth - 1
+        return None
+
+    for path in sorted(p for p in new_files if p in old_files):
+        first_colliding_component(path)
+    collisions = {}
+    for path in sorted(p for p in new_files if p not in old_files):
+        component = first_colliding_component(path)
+        if component is not None:
+            collisions[path] = component
+    return collisions
+
+
+def _free_in_tree(candidate: bytes, new_files: Mapping[bytes, TreeFile]) -> bool:
+    if candidate in new_files:
+        return False
+    parts = candidate.split(b"/")
+    if any(b"/".join(parts[:depth]) in new_files for depth in range(1, len(parts))):
+        return False
+    # A tree path under the candidate would make it a directory.
+    return not any(path.startswith(candidate + b"/") for path in new_files)
+
+
+def checkout_changes(
+    root: Path,
+    store: BaseObjectStore,
+    old_files: Mapping[bytes, TreeFile],
+    new_files: Mapping[bytes, TreeFile],
+    paths: Iterable[bytes],
+    *,
+    conflict_copy_names: ConflictCopyNames,
+    naming: DiskNaming = CASE_SENSITIVE,
+) -> CheckoutResult:
+    """Bring `paths` on disk from `old_files` to `new_files`, never overwriting the user's content.
+
+    Running it again after a crash at any point finishes the job: a path already as the new tree says
+    is settled, a stale temp file is removed."""
+    result = CheckoutResult()
+    paths = sorted(set(paths))
+    collisions = collisions_on_disk(new_files, old_files, naming)
+    with FolderFiles(root) as files:
+        for path in paths:
+            files.remove_stale_temp(path)
+        deletions = sorted((p for p in paths if p not in new_files), key=lambda p: -p.count(b"/"))
+        for path in deletions:
+            on_disk = files.read(path)
+            if on_disk is None:
+                result.settled.append(path)
+            elif on_disk == old_files.get(path):
+                files.remove(path)
+                result.deleted.append(path)
+                result.settled.append(path)
+            else:
+                result.kept_local.append(path)
+        for path in (p for p in paths if p in new_files):
+            wanted = new_files[path]
+            component = collisions.get(path, files.blocked_prefix(path))
+            on_disk = files.read(path) if component is None else BLOCKED
+            if on_disk is BLOCKED:
+                _write_conflict_copy(
+                    files, store, path, wanted, path.count(b"/") if component is None else component,
+                    conflict_copy_names, new_files, result,
+                )
+            elif on_disk == wanted:
+                result.settled.append(path)
+            elif on_disk is None or on_disk == old_files.get(path):
+                files.write(path, wanted, store[wanted.sha].as_raw_string())
+                result.written.append(path)
+                result.settled.append(path)
+            else:
+                result.kept_local.append(path)
+        files.sync_touched_directories()
+    return result
+
+
+def _write_conflict_copy(
+    files: FolderFiles,
+    store: BaseObjectStore,
+    path: bytes,
+    wanted: TreeFile,
+    component: int,
+    conflict_copy_names: ConflictCopyNames,
+    new_files: Mapping[bytes, TreeFile],
+    result: CheckoutResult,
+) -> None:
+    for candidate in conflict_copy_names(path, component):
+        if not _free_in_tree(candidate, new_files) or files.blocked_prefix(candidate) is not None:
+            continue
+        on_disk = files.read(candidate)
+        if on_disk == wanted:
+            result.relocated[path] = candidate
+            return
+        if on_disk is None:
+            files.write(candidate, wanted, store[wanted.sha].as_raw_string())
+            result.written.append(candidate)
+            result.relocated[path] = candidate
+            return
+    raise CheckoutError(f"{os.fsdecode(path)} cannot be placed on this disk and no conflict-copy name is free")
