@@ -1,0 +1,139 @@
+"""Applying a peer's bundle to a folder: import, record the peer's head, merge, update the files.
+
+Order (DESIGN.md, "Folders as git repositories" and "Merge"): the bundle's objects are imported and
+every new commit's tree validated before anything becomes visible; local changes at the paths the merge
+touches are committed before the merge (commit before you merge); the files then change under the
+journal, so a crash at any moment is finished by the next command instead of being mistaken for local
+edits.
+"""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from dulwich.refs import check_ref_format
+
+from ocsync_tui.errors import OcsyncError
+from ocsync_tui.identity import DeviceIdentity
+from ocsync_tui.vcs.bundle import quarantined_import
+from ocsync_tui.vcs.checkout import flatten_tree
+from ocsync_tui.vcs.committer import commit_pending
+from ocsync_tui.vcs.disk_naming import DiskNaming, probe_disk_naming
+from ocsync_tui.vcs.folder import FolderRepo
+from ocsync_tui.vcs.journal import ApplyJournal, complete_journal, write_journal
+from ocsync_tui.vcs.merge import MergeResult, merge_heads
+from ocsync_tui.vcs.pack import PackEntry, add_entries_to_store
+from ocsync_tui.vcs.paths import validate_tree
+
+_PEER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+# Each round commits what the user changed while the previous merge was computed; a folder written to
+# without pause must still get its peer's changes, which never overwrite the user's anyway.
+_MAX_COMMIT_ROUNDS = 5
+
+
+class ApplyError(OcsyncError):
+    pass
+
+
+@dataclass(frozen=True)
+class ApplyReport:
+    old_head: bytes | None
+    new_head: bytes | None
+    kind: str
+    conflicts: tuple
+    updated_paths: tuple[bytes, ...]
+
+    def summary(self) -> str:
+        def short(commit_id: bytes | None) -> str:
+            return commit_id.decode("ascii")[:10] if commit_id else "(empty)"
+
+        if self.kind == "up-to-date":
+            return f"already up to date at {short(self.new_head)}"
+        text = (
+            f"{self.kind} {short(self.old_head)} -> {short(self.new_head)}: "
+            f"{len(self.updated_paths)} file(s) updated"
+        )
+        if self.conflicts:
+            text += f", {len(self.conflicts)} conflict(s) kept as conflict copies"
+        return text
+
+
+def peer_ref(peer_name: str) -> bytes:
+    """`refs/peers/NAME/main`, refusing a NAME that is not one plain ref component."""
+    ref = f"refs/peers/{peer_name}/main".encode("utf-8", "surrogateescape")
+    if not _PEER_NAME.fullmatch(peer_name) or peer_name.endswith(".lock") or not check_ref_format(ref):
+        raise ApplyError(
+            f"peer name {peer_name!r} is not usable in a ref: use letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit"
+        )
+    return ref
+
+
+def _changed_paths(store, old_tree: bytes | None, new_tree: bytes | None) -> list[bytes]:
+    old_files, new_files = flatten_tree(store, old_tree), flatten_tree(store, new_tree)
+    return sorted(path for path in old_files.keys() | new_files.keys() if old_files.get(path) != new_files.get(path))
+
+
+def _tree(store, commit_id: bytes | None) -> bytes | None:
+    return store[commit_id].tree if commit_id else None
+
+
+def _merge(folder: FolderRepo, ours: bytes | None, theirs: bytes) -> MergeResult:
+    if ours is None:
+        return MergeResult(kind="fast-forward", head=theirs, new_objects=[], conflicts=[])
+    return merge_heads(folder.repo.object_store, ours, theirs)
+
+
+def _store_merge_objects(folder: FolderRepo, merge: MergeResult) -> None:
+    if merge.new_objects:
+        add_entries_to_store(
+            folder.repo.object_store,
+            [PackEntry(obj.id, obj.type_num, obj.as_raw_string()) for obj in merge.new_objects],
+        )
+
+
+def apply_bundle(
+    folder: FolderRepo,
+    identity: DeviceIdentity,
+    bundle_path: Path,
+    *,
+    peer_name: str = "manual",
+    disk_naming: DiskNaming | None = None,
+) -> ApplyReport:
+    """Import `bundle_path` into `folder` and merge its head into main. Call under the folder lock.
+
+    `disk_naming` overrides the probe of which names this disk treats as one (tests force folding)."""
+    ref = peer_ref(peer_name)
+    with quarantined_import(folder, bundle_path) as imported:
+        for commit_id in imported.new_commits:
+            validate_tree(imported.object_store, imported.object_store[commit_id].tree)
+        theirs = imported.head
+    folder.repo.refs[ref] = theirs
+    store = folder.repo.object_store
+
+    for _ in range(_MAX_COMMIT_ROUNDS):
+        ours = folder.head()
+        merge = _merge(folder, ours, theirs)
+        touched = _changed_paths(store, _tree(store, ours), _tree(store, merge.head))
+        if not touched or not commit_pending(folder, identity, paths=touched).committed:
+            break
+    if merge.kind == "up-to-date" or merge.head == ours:
+        return ApplyReport(ours, ours, "up-to-date", tuple(merge.conflicts), ())
+
+    _store_merge_objects(folder, merge)
+    journal = ApplyJournal(old_head=ours, new_head=merge.head, paths=tuple(touched))
+    write_journal(folder, journal)
+    checkout = complete_journal(folder, journal, disk_naming or probe_disk_naming(Path(folder.git_dir)))
+
+    # A file the user changed during the checkout was kept; a path this disk cannot hold went to a
+    # conflict copy. Both are this device's changes now: commit them so every peer converges.
+    relocations = [path for pair in checkout.relocated.items() for path in pair]
+    if checkout.kept_local or relocations:
+        commit_pending(folder, identity, paths=sorted(set(checkout.kept_local) | set(relocations)))
+    return ApplyReport(
+        old_head=ours,
+        new_head=folder.head(),
+        kind=merge.kind,
+        conflicts=tuple(merge.conflicts),
+        updated_paths=tuple(sorted(set(checkout.written) | set(checkout.deleted))),
+    )
