@@ -1,0 +1,148 @@
+"""Which tree paths may reach a user's disk.
+
+A peer's tree decides where files are written, so every name in it is checked before anything is merged
+or written: the names git itself refuses (read-cache.c verify_path, with is_hfs_dotgit and
+is_ntfs_dotgit, which real git applies on every platform by default), names that are not UTF-8, and the
+folder marker. A disk that folds case or ignores some Unicode code points must not be tricked into
+writing inside `.git`, so `.git` is compared the way such disks compare names.
+"""
+
+import unicodedata
+
+from dulwich.errors import ObjectFormatException
+from dulwich.object_store import BaseObjectStore
+from dulwich.objects import Tree, parse_tree
+
+from ocsync_tui.errors import OcsyncError
+
+FOLDER_MARKER = ".ocsync-folder"
+
+REGULAR_FILE_MODE = 0o100644
+EXECUTABLE_FILE_MODE = 0o100755
+SYMLINK_MODE = 0o120000
+DIRECTORY_MODE = 0o040000
+SUBMODULE_MODE = 0o160000
+FILE_MODES = frozenset({REGULAR_FILE_MODE, EXECUTABLE_FILE_MODE, SYMLINK_MODE})
+
+# Code points HFS+ drops when comparing names (git's utf8.c next_hfs_char), so ".g\u200cit" is ".git".
+_HFS_IGNORED = dict.fromkeys(
+    [0x200C, 0x200D, 0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E]
+    + list(range(0x206A, 0x2070))
+    + [0xFEFF]
+)
+# 8.3 short names NTFS may give these names ("GIT~1" is how Windows can spell ".git").
+_GIT_ALIASES = frozenset({".git", "git~1"})
+_GITMODULES_ALIASES = frozenset({".gitmodules", "gitmod~1"})
+_MARKER_ALIASES = frozenset({FOLDER_MARKER, "ocsync~1"})
+_TREE_OBJECT_TYPE = Tree.type_num
+
+
+class UnsafePathError(OcsyncError):
+    """A path from a tree that must never be written to disk."""
+
+
+def _shown(path: bytes) -> str:
+    return repr(path.decode("utf-8", "backslashreplace"))
+
+
+def _disk_aliases(name: str) -> set[str]:
+    """What a case-folding, HFS+ or NTFS disk may take the pieces of this name to mean.
+
+    NTFS also reads a backslash as a separator and `name:stream` as `name`, and drops trailing dots
+    and spaces; git refuses such spellings of `.git` everywhere (core.protectNTFS), and so do we.
+    """
+    aliases = set()
+    for piece in name.translate(_HFS_IGNORED).split("\\"):
+        aliases.add(piece.split(":", 1)[0].rstrip(" .").casefold())
+    return aliases
+
+
+def _refusal(name: bytes, *, top_level: bool, mode: int) -> str | None:
+    """Why `name` may not be one component of a path in a synced folder, or None if it may."""
+    if not name:
+        return "it has an empty component"
+    if b"\0" in name:
+        return "it contains a NUL byte"
+    if b"/" in name:
+        return "a single tree entry name contains '/'"
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        return "it is not valid UTF-8"
+    if text in (".", ".."):
+        return f"{text!r} is not a file name"
+    aliases = _disk_aliases(text)
+    if aliases & _GIT_ALIASES:
+        return "a disk may read it as '.git', git's own directory"
+    if mode == SYMLINK_MODE and aliases & _GITMODULES_ALIASES:
+        return "a symbolic link named '.gitmodules' is refused by git"
+    if top_level and aliases & _MARKER_ALIASES:
+        return f"{FOLDER_MARKER!r} is the folder marker, which is never synced"
+    return None
+
+
+def validate_tree_path(path: bytes, mode: int = REGULAR_FILE_MODE) -> str:
+    """Return `path` as text if a file with `mode` may be written there; raise UnsafePathError if not."""
+    if path.startswith(b"/"):
+        raise UnsafePathError(f"refusing path {_shown(path)}: it is absolute")
+    components = path.split(b"/")
+    for index, component in enumerate(components):
+        component_mode = mode if index == len(components) - 1 else DIRECTORY_MODE
+        reason = _refusal(component, top_level=index == 0, mode=component_mode)
+        if reason:
+            raise UnsafePathError(f"refusing path {_shown(path)}: {reason}")
+    return path.decode("utf-8")
+
+
+def _tree_order_key(name: bytes, mode: int) -> bytes:
+    return name + b"/" if mode == DIRECTORY_MODE else name
+
+
+def _tree_entries(object_store: BaseObjectStore, tree_id: bytes, where: bytes) -> list[tuple[bytes, int, bytes]]:
+    """The entries of the tree at `where` (b"" for the root), refused unless git would accept them."""
+    shown = _shown(where.rstrip(b"/") or b".")
+    try:
+        type_num, raw = object_store.get_raw(tree_id)
+    except KeyError:
+        raise UnsafePathError(f"refusing tree at {shown}: object {tree_id.decode()} is missing") from None
+    if type_num != _TREE_OBJECT_TYPE:
+        raise UnsafePathError(f"refusing tree at {shown}: object {tree_id.decode()} is not a tree")
+    try:
+        entries = list(parse_tree(raw, sha_len=20, strict=True))
+    except (ObjectFormatException, ValueError):
+        raise UnsafePathError(f"refusing tree at {shown}: it is malformed") from None
+    keys = [_tree_order_key(name, mode) for name, mode, _ in entries]
+    if any(earlier >= later for earlier, later in zip(keys, keys[1:])):
+        raise UnsafePathError(f"refusing tree at {shown}: entries unsorted or duplicated")
+    names = [name for name, _, _ in entries]
+    if len(set(names)) != len(names):
+        # A file and a directory of one name sort apart, but a disk holds only one of them.
+        raise UnsafePathError(f"refusing tree at {shown}: two entries share a name")
+    return entries
+
+
+def validate_tree(object_store: BaseObjectStore, tree_id: bytes) -> None:
+    """Raise UnsafePathError unless every entry below `tree_id` may be written to a synced folder."""
+    pending = [(tree_id, b"")]
+    while pending:
+        current_id, prefix = pending.pop()
+        for name, mode, sha in _tree_entries(object_store, current_id, prefix):
+            path = prefix + name
+            if mode == SUBMODULE_MODE:
+                raise UnsafePathError(f"refusing path {_shown(path)}: submodules (mode 160000) are not synced")
+            if mode not in FILE_MODES and mode != DIRECTORY_MODE:
+                raise UnsafePathError(f"refusing path {_shown(path)}: unsupported mode {mode:o}")
+            reason = _refusal(name, top_level=not prefix, mode=mode)
+            if reason:
+                raise UnsafePathError(f"refusing path {_shown(path)}: {reason}")
+            if mode == DIRECTORY_MODE:
+                pending.append((sha, path + b"/"))
+
+
+def collision_key(path: str) -> str:
+    """Equal for two paths that a case-insensitive or Unicode-normalising disk would store as one.
+
+    Unicode canonical caseless matching (decompose, fold, compose). It folds more than any one disk does
+    (e.g. 'ß' and 'ss'), which only ever means an extra conflict copy, never a lost file.
+    """
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFD", path).casefold())

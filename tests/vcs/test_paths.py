@@ -1,0 +1,197 @@
+import unicodedata
+
+import pytest
+from dulwich.object_store import MemoryObjectStore
+from dulwich.objects import Blob, Tree
+
+from ocsync_tui.errors import OcsyncError
+from ocsync_tui.vcs.paths import (
+    SYMLINK_MODE,
+    UnsafePathError,
+    collision_key,
+    validate_tree,
+    validate_tree_path,
+)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        b"a.txt",
+        b"dir/sub/file",
+        "é/ü ñ.txt".encode(),
+        b".gitignore",
+        b".github/workflows/ci.yml",
+        b".gitfoo",
+        b"git",
+        b"dir/.ocsync-folder",
+        b"back\\slash",
+        b"trailing dot.",
+        b"...",
+    ],
+)
+def test_ordinary_paths_are_accepted(path: bytes) -> None:
+    assert validate_tree_path(path) == path.decode("utf-8")
+
+
+@pytest.mark.parametrize(
+    "path, reason",
+    [
+        (b"", "empty component"),
+        (b"/etc/passwd", "absolute"),
+        (b"a//b", "empty component"),
+        (b"a/", "empty component"),
+        (b".", "not a file name"),
+        (b"..", "not a file name"),
+        (b"a/../../b", "not a file name"),
+        (b"a/./b", "not a file name"),
+        (b".git", ".git"),
+        (b".GIT", ".git"),
+        (b".Git/config", ".git"),
+        (b"x/.git/hooks/post-checkout", ".git"),
+        (b".git.", ".git"),
+        (b".git ", ".git"),
+        (b".git. .", ".git"),
+        (b"git~1", ".git"),
+        (b"GIT~1/config", ".git"),
+        (".g\u200cit".encode(), ".git"),
+        ("\ufeff.git".encode(), ".git"),
+        (".git\u200e".encode(), ".git"),
+        (b".git::$INDEX_ALLOCATION", ".git"),
+        (b"a\\.git", ".git"),
+        (b"nul\0byte", "NUL"),
+        (b"\xff\xfe", "UTF-8"),
+        (b"ok/\xc3(", "UTF-8"),
+        (b".ocsync-folder", "folder marker"),
+        (b".OCSYNC-Folder", "folder marker"),
+        (b".ocsync-folder.", "folder marker"),
+        (b"ocsync~1", "folder marker"),
+    ],
+)
+def test_unsafe_paths_are_refused_with_a_one_line_message_naming_them(path: bytes, reason: str) -> None:
+    with pytest.raises(UnsafePathError) as caught:
+        validate_tree_path(path)
+    message = str(caught.value)
+    assert isinstance(caught.value, OcsyncError)
+    assert reason in message
+    assert repr(path.decode("utf-8", "backslashreplace")) in message
+    assert "\n" not in message
+
+
+def test_a_symlink_named_gitmodules_is_refused_but_a_file_is_not() -> None:
+    assert validate_tree_path(b"sub/.gitmodules") == "sub/.gitmodules"
+    with pytest.raises(UnsafePathError, match="gitmodules"):
+        validate_tree_path(b"sub/.GitModules", mode=SYMLINK_MODE)
+    assert validate_tree_path(b".gitmodules/inside", mode=SYMLINK_MODE) == ".gitmodules/inside"
+
+
+def _raw_tree(store: MemoryObjectStore, entries: list[tuple[bytes, int, bytes]]) -> bytes:
+    """A tree written byte for byte as given: unsorted, duplicated or hostile entries included."""
+    raw = b"".join(b"%o %s\0%s" % (mode, name, bytes.fromhex(sha.decode())) for name, mode, sha in entries)
+    tree = Tree.from_raw_string(Tree.type_num, raw)
+    store.add_object(tree)
+    return tree.id
+
+
+@pytest.fixture
+def store() -> MemoryObjectStore:
+    return MemoryObjectStore()
+
+
+@pytest.fixture
+def blob_id(store: MemoryObjectStore) -> bytes:
+    blob = Blob.from_string(b"content\n")
+    store.add_object(blob)
+    return blob.id
+
+
+def test_a_tree_of_ordinary_names_and_modes_is_valid(store: MemoryObjectStore, blob_id: bytes) -> None:
+    inner = _raw_tree(store, [(b".ocsync-folder", 0o100644, blob_id), (b"run.sh", 0o100755, blob_id)])
+    root = _raw_tree(
+        store,
+        [(b"a.txt", 0o100644, blob_id), (b"dir", 0o40000, inner), (b"link", 0o120000, blob_id)],
+    )
+    validate_tree(store, root)
+
+
+@pytest.mark.parametrize(
+    "name, mode, reason",
+    [
+        (b"..", 0o100644, "not a file name"),
+        (b".git", 0o100644, ".git"),
+        (b".GIT", 0o100644, ".git"),
+        (b".git.", 0o100644, ".git"),
+        (b"git~1", 0o100644, ".git"),
+        (b"a/b", 0o100644, "contains '/'"),
+        (b"module", 0o160000, "submodule"),
+        (b"group-writable", 0o100664, "unsupported mode"),
+        (b".gitmodules", 0o120000, "gitmodules"),
+    ],
+)
+def test_hostile_nested_entries_are_refused(
+    store: MemoryObjectStore, blob_id: bytes, name: bytes, mode: int, reason: str
+) -> None:
+    inner = _raw_tree(store, [(name, mode, blob_id)])
+    root = _raw_tree(store, [(b"ok.txt", 0o100644, blob_id), (b"sub", 0o40000, inner)])
+    with pytest.raises(UnsafePathError, match=reason) as caught:
+        validate_tree(store, root)
+    assert repr(("sub/" + name.decode()))[1:-1] in str(caught.value)
+
+
+def test_a_git_directory_entry_is_refused_before_anything_inside_it_is_read(
+    store: MemoryObjectStore, blob_id: bytes
+) -> None:
+    hooks = _raw_tree(store, [(b"post-checkout", 0o100755, blob_id)])
+    root = _raw_tree(store, [(b".Git", 0o40000, hooks)])
+    with pytest.raises(UnsafePathError, match=r"'\.Git'.*\.git"):
+        validate_tree(store, root)
+
+
+def test_the_folder_marker_is_refused_only_at_the_top(store: MemoryObjectStore, blob_id: bytes) -> None:
+    root = _raw_tree(store, [(b".OCSYNC-FOLDER", 0o100644, blob_id)])
+    with pytest.raises(UnsafePathError, match="folder marker"):
+        validate_tree(store, root)
+
+
+def test_a_file_and_a_directory_of_one_name_are_refused(store: MemoryObjectStore, blob_id: bytes) -> None:
+    inner = _raw_tree(store, [(b"x", 0o100644, blob_id)])
+    root = _raw_tree(store, [(b"a", 0o120000, blob_id), (b"a", 0o40000, inner)])
+    with pytest.raises(UnsafePathError, match="share a name"):
+        validate_tree(store, root)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [[b"b", b"a"], [b"a", b"a"]],
+    ids=["unsorted", "duplicated"],
+)
+def test_unsorted_or_duplicated_entries_are_refused(
+    store: MemoryObjectStore, blob_id: bytes, names: list[bytes]
+) -> None:
+    root = _raw_tree(store, [(name, 0o100644, blob_id) for name in names])
+    with pytest.raises(UnsafePathError, match="unsorted or duplicated"):
+        validate_tree(store, root)
+
+
+def test_a_directory_entry_naming_a_blob_or_a_missing_object_is_refused(
+    store: MemoryObjectStore, blob_id: bytes
+) -> None:
+    with pytest.raises(UnsafePathError, match="not a tree"):
+        validate_tree(store, _raw_tree(store, [(b"dir", 0o40000, blob_id)]))
+    with pytest.raises(UnsafePathError, match="missing"):
+        validate_tree(store, _raw_tree(store, [(b"dir", 0o40000, b"1" * 40)]))
+
+
+def test_a_zero_padded_mode_is_refused(store: MemoryObjectStore, blob_id: bytes) -> None:
+    tree = Tree.from_raw_string(Tree.type_num, b"0100644 a\0" + bytes.fromhex(blob_id.decode()))
+    store.add_object(tree)
+    with pytest.raises(UnsafePathError, match="malformed"):
+        validate_tree(store, tree.id)
+
+
+def test_collision_key_equates_case_and_unicode_normalisation_only() -> None:
+    assert collision_key("Docs/Readme.md") == collision_key("docs/README.MD")
+    assert collision_key(unicodedata.normalize("NFC", "café")) == collision_key(unicodedata.normalize("NFD", "café"))
+    assert collision_key("Å") == collision_key("å")
+    assert collision_key("readme") != collision_key("read me")
+    assert collision_key("a/b") != collision_key("a-b")
