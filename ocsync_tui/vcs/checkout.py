@@ -29,7 +29,6 @@ from ocsync_tui.vcs.disk_naming import CASE_SENSITIVE, DiskNaming
 FILE_MODE = 0o100644
 EXECUTABLE_MODE = 0o100755
 SYMLINK_MODE = 0o120000
-GITLINK_MODE = 0o160000
 
 _TEMP_PREFIX = b".ocsync-tmp-"
 _READ_CHUNK = 1 << 20
@@ -85,11 +84,7 @@ def is_temp_name(name: bytes) -> bool:
 def flatten_tree(store: BaseObjectStore, tree_id: bytes | None) -> dict[bytes, TreeFile]:
     if tree_id is None:
         return {}
-    return {
-        entry.path: TreeFile(entry.mode, entry.sha)
-        for entry in store.iter_tree_contents(tree_id)
-        if entry.mode != GITLINK_MODE
-    }
+    return {entry.path: TreeFile(entry.mode, entry.sha) for entry in store.iter_tree_contents(tree_id)}
 
 
 def _split(relpath: bytes) -> tuple[list[bytes], bytes]:

@@ -10,6 +10,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from ocsync_tui.vcs.paths import collision_key
+
 
 @dataclass(frozen=True)
 class DiskNaming:
@@ -22,13 +24,11 @@ class DiskNaming:
         return self.folds_case or self.normalizes_unicode
 
     def key(self, path: bytes) -> bytes:
-        """Equal for two paths exactly when this disk stores them as one."""
-        text = path.decode("utf-8", "surrogateescape")
-        if self.normalizes_unicode:
-            text = unicodedata.normalize("NFC", text)
-        if self.folds_case:
-            text = text.casefold()
-        return text.encode("utf-8", "surrogateescape")
+        """Equal for two paths this disk may store as one (paths.collision_key, which may fold more
+        than this disk does: that costs an extra conflict copy, never a file)."""
+        if not self.collides:
+            return path
+        return collision_key(path.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
 
 
 CASE_SENSITIVE = DiskNaming(folds_case=False, normalizes_unicode=False)
