@@ -13,6 +13,8 @@ API (stable):
   (need not be seekable). The header carries ``object_count`` up front, so the entries can be
   produced lazily; a different number of entries raises ``ValueError`` after the fact (the caller
   discards the file). Returns the pack checksum and the index entries.
+- ``install_pack(pack_path, index_path, pack_dir, basename)``: the crash-safe move of a finished pack
+  and index into a store, shared with the bundle import.
 - ``add_entries_to_store(object_store, entries) -> None``: lands the entries as ONE pack plus its
   index in a dulwich ``DiskObjectStore``. Store packs must be self-contained, so a delta whose base is
   not an EARLIER entry of ``entries``, or that would make a chain deeper than ``MAX_DELTA_DEPTH``, is
@@ -135,29 +137,36 @@ def add_entries_to_store(object_store: DiskObjectStore, entries: Iterable[PackEn
     try:
         with os.fdopen(pack_fd, "wb") as pack_file:
             written = write_pack(pack_file, entries, len(entries))
-            pack_file.flush()
-            os.fsync(pack_file.fileno())
         index_fd, index_tmp = tempfile.mkstemp(dir=pack_dir, prefix="tmp_idx_")
         with os.fdopen(index_fd, "wb") as index_file:
             write_pack_index_v2(index_file, sorted(written.index_entries), written.checksum)
-            index_file.flush()
-            os.fsync(index_file.fileno())
-        base = os.path.join(pack_dir, "pack-" + written.checksum.hex())
-        if os.path.exists(base + ".idx"):
-            return  # the same bytes are already in the store
-        for path in (pack_tmp, index_tmp):
-            os.chmod(path, 0o444)
-        os.replace(pack_tmp, base + ".pack")
-        pack_tmp = None
-        fsync_directory(pack_dir)
-        os.replace(index_tmp, base + ".idx")
-        index_tmp = None
-        fsync_directory(pack_dir)
+        install_pack(pack_tmp, index_tmp, pack_dir, "pack-" + written.checksum.hex())
     finally:
         for leftover in (pack_tmp, index_tmp):
             if leftover is not None:
                 _remove_if_present(leftover)
     object_store.packs  # noqa: B018 -- the property rescans the pack directory, so lookups see the new pack
+
+
+def install_pack(pack_path: str, index_path: str, pack_dir: str, basename: str) -> None:
+    """Move a finished pack and its index into pack_dir as basename.pack/.idx, crash-safely.
+
+    Both files are fsynced first; the pack is renamed in before the index, each rename made durable,
+    so readers (which look for the index) never see a partial pack. The sources are consumed.
+    """
+    target = os.path.join(pack_dir, basename)
+    if os.path.exists(target + ".idx"):
+        _remove_if_present(pack_path)
+        _remove_if_present(index_path)
+        return  # the same pack is already installed
+    for path in (pack_path, index_path):
+        with open(path, "rb") as written:
+            os.fsync(written.fileno())
+        os.chmod(path, 0o444)
+    os.replace(pack_path, target + ".pack")
+    fsync_directory(pack_dir)
+    os.replace(index_path, target + ".idx")
+    fsync_directory(pack_dir)
 
 
 def fsync_directory(path: str | os.PathLike[str]) -> None:
