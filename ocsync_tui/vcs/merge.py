@@ -1,0 +1,370 @@
+"""The merge every peer computes alike: a pure, symmetric function of two heads over an object store.
+
+If two peers merging the same heads made different commits they would merge each other's merges
+forever, so nothing here depends on which head is "ours", on the clock, or on the machine: the result
+is a function of the two histories alone. Objects are only read; the trees and the merge commit come
+back in MergeResult.new_objects for the caller to write.
+
+Per path (base = the merge base, several bases merged recursively into a virtual one as git's
+recursive strategy does): changed on one side only → that side; changed identically → it; deleted on
+one side and modified on the other → the modified file; changed differently on both → a conflict.
+A conflict keeps both versions: the one whose introducing commit has the greater (commit time, device
+ID) stays at the path, the other moves to a conflict copy. Nothing is ever placed where a disk could not
+hold it next to the rest: a file where the other side has a folder, or a name equal to another but for
+case or Unicode normalisation, moves to a conflict copy too.
+"""
+
+import heapq
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Literal
+
+from dulwich.index import commit_tree
+from dulwich.lru_cache import LRUCache
+from dulwich.object_store import BaseObjectStore, MemoryObjectStore
+from dulwich.objects import Commit, ShaFile, Tree
+
+from ocsync_tui.errors import OcsyncError
+from ocsync_tui.vcs.conflict_names import conflict_copy_names, conflict_copy_origin
+from ocsync_tui.vcs.paths import DIRECTORY_MODE, collision_key, validate_tree
+
+MERGE_IDENTITY = b"ocsync <merge@ocsync.invalid>"
+
+Entry = tuple[int, bytes]
+"""A file version in a tree: (mode, blob id). Symlinks are files whose mode says so."""
+
+BOTH_CHANGED = "changed on both sides"
+FOLDER_OF_SAME_NAME = "a folder has the same name"
+NAME_DIFFERS_ONLY_IN_CASE = "another name differs only in case or Unicode form"
+
+
+class MergeError(OcsyncError):
+    """The repository lacks what a merge needs (a commit, tree or parent)."""
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """One version moved aside so that another could stay at `path`.
+
+    `copy_path` is where the moved version now is; None when `path` is itself a conflict copy, which is
+    never copied again (the newer version stays). `winner` and `loser` are the commits that introduced
+    the kept and the moved version; `winner` is None when what stayed is a folder.
+    """
+
+    path: str
+    copy_path: str | None
+    winner: bytes | None
+    loser: bytes
+    reason: str
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    kind: Literal["up-to-date", "fast-forward", "merge"]
+    head: bytes
+    new_objects: list[ShaFile] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+
+
+class _Objects:
+    """Read access to the store plus the objects this merge made (virtual merge bases), cached."""
+
+    def __init__(self, store: BaseObjectStore) -> None:
+        self.store = store
+        self._made: dict[bytes, ShaFile] = {}
+        self._trees: LRUCache[bytes, Tree] = LRUCache(max_cache=512)
+
+    def add(self, obj: ShaFile) -> None:
+        self._made[obj.id] = obj
+
+    def _get(self, object_id: bytes, kind: type[ShaFile]) -> ShaFile:
+        try:
+            obj = self._made.get(object_id) or self.store[object_id]
+        except KeyError:
+            raise MergeError(f"cannot merge: object {object_id.decode()} is missing from the repository") from None
+        if not isinstance(obj, kind):
+            raise MergeError(f"cannot merge: object {object_id.decode()} is not a {kind.__name__.lower()}")
+        return obj
+
+    def commit(self, commit_id: bytes) -> Commit:
+        return self._get(commit_id, Commit)
+
+    def tree(self, tree_id: bytes) -> Tree:
+        tree = self._trees.get(tree_id)
+        if tree is None:
+            tree = self._get(tree_id, Tree)
+            self._trees[tree_id] = tree
+        return tree
+
+    def entry_at(self, commit_id: bytes, path: str) -> Entry | None:
+        """The file version at `path` in a commit's tree; None if there is none (or a folder)."""
+        tree_id = self.commit(commit_id).tree
+        *directories, name = path.encode("utf-8", "surrogateescape").split(b"/")
+        for directory in directories:
+            tree = self.tree(tree_id)
+            if directory not in tree or tree[directory][0] != DIRECTORY_MODE:
+                return None
+            tree_id = tree[directory][1]
+        tree = self.tree(tree_id)
+        if name not in tree or tree[name][0] == DIRECTORY_MODE:
+            return None
+        return tree[name]
+
+    def files(self, commit_id: bytes) -> dict[str, Entry]:
+        files: dict[str, Entry] = {}
+        pending = [(self.commit(commit_id).tree, "")]
+        while pending:
+            tree_id, prefix = pending.pop()
+            for item in self.tree(tree_id).iteritems():
+                path = prefix + item.path.decode("utf-8", "surrogateescape")
+                if item.mode == DIRECTORY_MODE:
+                    pending.append((item.sha, path + "/"))
+                else:
+                    files[path] = (item.mode, item.sha)
+        return files
+
+
+def _device_id(commit: Commit) -> str:
+    """The local part of the committer's email: ocsync commits are `Name <DEVICE-ID@ocsync.invalid>`."""
+    email = commit.committer.rpartition(b"<")[2].partition(b">")[0]
+    return email.rpartition(b"@")[0].decode("utf-8", "replace")
+
+
+def _recency(objects: _Objects, commit_id: bytes) -> tuple[int, str, bytes]:
+    commit = objects.commit(commit_id)
+    return commit.commit_time, _device_id(commit), commit_id
+
+
+def _introduced_by(objects: _Objects, heads: list[bytes], path: str, entry: Entry) -> bytes:
+    """The most recent commit, walking back from `heads`, that put this version of `path` there.
+
+    A commit whose parent already had the version did not touch the path. A version that no parent of
+    an ocsync merge commit had at `path` is a conflict copy that merge made: the walk follows it to
+    the path the copy is named after, so the copy keeps the time and device of its real author.
+    """
+    pending = [(head, path) for head in heads if objects.entry_at(head, path) == entry]
+    seen: set[tuple[bytes, str]] = set()
+    introducers: list[bytes] = []
+    while pending:
+        commit_id, at = pending.pop()
+        if (commit_id, at) in seen:
+            continue
+        seen.add((commit_id, at))
+        commit = objects.commit(commit_id)
+        inherited = [(parent, at) for parent in commit.parents if objects.entry_at(parent, at) == entry]
+        origin = conflict_copy_origin(at)
+        if not inherited and commit.committer == MERGE_IDENTITY and origin is not None:
+            inherited = [(parent, origin) for parent in commit.parents if objects.entry_at(parent, origin) == entry]
+        if inherited:
+            pending.extend(inherited)
+        else:
+            introducers.append(commit_id)
+    return max(introducers, key=lambda commit_id: _recency(objects, commit_id))
+
+
+def _is_ancestor_of_any(objects: _Objects, candidate: bytes, descendants: list[bytes]) -> bool:
+    pending, seen = list(descendants), set()
+    while pending:
+        commit_id = pending.pop()
+        for parent in objects.commit(commit_id).parents:
+            if parent == candidate:
+                return True
+            if parent not in seen:
+                seen.add(parent)
+                pending.append(parent)
+    return False
+
+
+def _merge_bases(objects: _Objects, a: bytes, b: bytes) -> list[bytes]:
+    """git's merge bases: the common ancestors that are not ancestors of another common ancestor.
+
+    Walks newest first (git's paint_down_to_common) and stops once every commit still queued is known
+    to be below a common ancestor, so the walk stays near the tips. ocsync never commits below a
+    parent's time; should a peer's clock have done so, the final check removes any base that is an
+    ancestor of another.
+    """
+    reached_from_a, reached_from_b, stale = 1, 2, 4
+    flags: dict[bytes, int] = defaultdict(int)
+    flags[a] |= reached_from_a
+    flags[b] |= reached_from_b
+    queue = [(-objects.commit(c).commit_time, c) for c in {a, b}]
+    heapq.heapify(queue)
+    found: list[bytes] = []
+    while any(not flags[c] & stale for _, c in queue):
+        _, commit_id = heapq.heappop(queue)
+        state = flags[commit_id]
+        if state == reached_from_a | reached_from_b:
+            found.append(commit_id)
+            state |= stale
+        for parent in objects.commit(commit_id).parents:
+            if flags[parent] & state != state:
+                flags[parent] |= state
+                heapq.heappush(queue, (-objects.commit(parent).commit_time, parent))
+    bases = sorted({c for c in found if not flags[c] & stale})
+    return [c for c in bases if not _is_ancestor_of_any(objects, c, [o for o in bases if o != c])]
+
+
+def _three_way(base: dict[str, Entry], a: dict[str, Entry], b: dict[str, Entry]) -> tuple[dict[str, Entry], list[str]]:
+    """Per-path merge; returns the merged files and the paths changed differently on both sides."""
+    merged: dict[str, Entry] = {}
+    both_changed: list[str] = []
+    for path in sorted(a.keys() | b.keys()):
+        ours, theirs, before = a.get(path), b.get(path), base.get(path)
+        if ours == theirs or theirs == before:
+            result = ours
+        elif ours == before:
+            result = theirs
+        elif ours is None or theirs is None:
+            result = ours or theirs
+        else:
+            both_changed.append(path)
+            continue
+        if result is not None:
+            merged[path] = result
+    return merged, both_changed
+
+
+def _directories(paths: list[str]) -> set[str]:
+    return {path[:i] for path in paths for i, char in enumerate(path) if char == "/"}
+
+
+@dataclass(frozen=True)
+class _Displaced:
+    """A version that must leave `path` for a conflict copy."""
+
+    path: str
+    entry: Entry
+    loser: bytes
+    winner: bytes | None
+    reason: str
+
+
+class _Merge:
+    """One three-way merge of two heads that share no ancestry line."""
+
+    def __init__(self, objects: _Objects, a: bytes, b: bytes) -> None:
+        self.objects = objects
+        self.heads = sorted([a, b])
+
+    def _introduced_by(self, path: str, entry: Entry) -> bytes:
+        return _introduced_by(self.objects, self.heads, path, entry)
+
+    def _base_files(self) -> dict[str, Entry]:
+        bases = _merge_bases(self.objects, *self.heads)
+        if not bases:
+            return {}
+        virtual = bases[0]
+        for other in bases[1:]:
+            virtual = _merge(self.objects, virtual, other).head
+        return self.objects.files(virtual)
+
+    def _resolve_both_changed(self, path: str, files: list[dict[str, Entry]]) -> tuple[Entry, _Displaced]:
+        """The version to keep at `path`, and the other one, by (commit time, device ID) of their authors."""
+        versions = [
+            (_introduced_by(self.objects, [head], path, side[path]), side[path]) for head, side in zip(self.heads, files)
+        ]
+        (loser, loser_entry), (winner, winner_entry) = sorted(
+            versions, key=lambda version: (_recency(self.objects, version[0]), version[1])
+        )
+        return winner_entry, _Displaced(path, loser_entry, loser, winner, BOTH_CHANGED)
+
+    def _displace_clashing_names(self, merged: dict[str, Entry]) -> list[_Displaced]:
+        """Files where the merged tree has a folder, and all but the first of names a disk sees as one."""
+        displaced: list[_Displaced] = []
+        folders = _directories(list(merged))
+        folder_keys = {collision_key(folder) for folder in folders}
+        by_key: dict[str, list[str]] = defaultdict(list)
+        for path in sorted(merged):
+            by_key[collision_key(path)].append(path)
+        for key, paths in sorted(by_key.items()):
+            kept = None if key in folder_keys else paths[0]
+            for path in paths:
+                if path == kept:
+                    continue
+                entry = merged.pop(path)
+                reason = FOLDER_OF_SAME_NAME if kept is None else NAME_DIFFERS_ONLY_IN_CASE
+                winner = None if kept is None else self._introduced_by(kept, merged[kept])
+                displaced.append(_Displaced(path, entry, self._introduced_by(path, entry), winner, reason))
+        return displaced
+
+    def _place_copies(self, merged: dict[str, Entry], displaced: list[_Displaced]) -> list[Conflict]:
+        taken = {collision_key(name) for name in merged.keys() | _directories(list(merged))}
+        conflicts = []
+        for item in sorted(displaced, key=lambda d: (d.path, d.entry)):
+            if item.reason == BOTH_CHANGED and conflict_copy_origin(item.path) is not None:
+                conflicts.append(Conflict(item.path, None, item.winner, item.loser, item.reason))
+                continue
+            loser = self.objects.commit(item.loser)
+            for candidate in conflict_copy_names(item.path, loser.commit_time, _device_id(loser), item.entry[1]):
+                if collision_key(candidate) not in taken:
+                    break
+            taken.add(collision_key(candidate))
+            merged[candidate] = item.entry
+            conflicts.append(Conflict(item.path, candidate, item.winner, item.loser, item.reason))
+        return conflicts
+
+    def run(self) -> tuple[Commit, list[Tree], list[Conflict]]:
+        files = [self.objects.files(head) for head in self.heads]
+        merged, both_changed = _three_way(self._base_files(), *files)
+        displaced = []
+        for path in both_changed:
+            merged[path], loser = self._resolve_both_changed(path, files)
+            displaced.append(loser)
+        displaced += self._displace_clashing_names(merged)
+        conflicts = self._place_copies(merged, displaced)
+        scratch = MemoryObjectStore()
+        root = commit_tree(
+            scratch, [(path.encode("utf-8", "surrogateescape"), sha, mode) for path, (mode, sha) in merged.items()]
+        )
+        commit = Commit()
+        commit.tree = root
+        commit.parents = self.heads
+        commit.author = commit.committer = MERGE_IDENTITY
+        commit.author_time = commit.commit_time = max(self.objects.commit(h).commit_time for h in self.heads)
+        commit.author_timezone = commit.commit_timezone = 0
+        commit.message = _message(conflicts)
+        return commit, [scratch[object_id] for object_id in scratch], conflicts
+
+
+def _message(conflicts: list[Conflict]) -> bytes:
+    lines = []
+    for conflict in conflicts:
+        # JSON quoting keeps one line per conflict whatever characters a file name holds.
+        if conflict.copy_path is None:
+            lines.append(f"{json.dumps(conflict.path, ensure_ascii=False)}: kept the newer version of a conflict copy")
+        else:
+            lines.append(
+                f"{json.dumps(conflict.path, ensure_ascii=False)} -> "
+                f"{json.dumps(conflict.copy_path, ensure_ascii=False)} ({conflict.reason})"
+            )
+    body = "".join(line + "\n" for line in lines)
+    return ("merge\n" + ("\n" + body if body else "")).encode("utf-8", "surrogateescape")
+
+
+def _merge(objects: _Objects, ours: bytes, theirs: bytes) -> MergeResult:
+    if ours == theirs:
+        return MergeResult("up-to-date", ours)
+    bases = _merge_bases(objects, ours, theirs)
+    if bases == [theirs]:
+        return MergeResult("up-to-date", ours)
+    if bases == [ours]:
+        return MergeResult("fast-forward", theirs)
+    commit, trees, conflicts = _Merge(objects, ours, theirs).run()
+    for obj in [*trees, commit]:
+        objects.add(obj)
+    return MergeResult("merge", commit.id, [*trees, commit], conflicts)
+
+
+def merge_heads(object_store: BaseObjectStore, ours: bytes, theirs: bytes) -> MergeResult:
+    """Merge commit `theirs` into `ours` without writing anything.
+
+    Raises UnsafePathError if either head's tree holds a path that may not reach a disk, MergeError if
+    an object the merge needs is missing. merge_heads(s, a, b) and merge_heads(s, b, a) give one head.
+    """
+    objects = _Objects(object_store)
+    for head in (ours, theirs):
+        validate_tree(object_store, objects.commit(head).tree)
+    result = _merge(objects, ours, theirs)
+    new_objects = [obj for obj in result.new_objects if obj.id not in object_store]
+    return MergeResult(result.kind, result.head, new_objects, result.conflicts)
