@@ -1,0 +1,144 @@
+"""Three replicas, random edits, random exchanges: everyone ends on one head and no live version is lost.
+
+The model tracks file versions by content (every write is unique). A version is *superseded* when a
+replica that has it on disk overwrites, deletes or renames over it; every other version that ever
+existed must be somewhere in the final tree, at its path or as a conflict copy.
+"""
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
+
+from tests.conftest import git_fsck_strict
+from tests.vcs.devices import Device, make_device
+
+NAMES = ["r0", "r1", "r2"]
+PATHS = ["a.txt", "b.txt", "dir/c.txt", "dir/sub/d", "e"]
+MAX_SETTLE_ROUNDS = 6
+
+
+class Replicas(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.base = Path(tempfile.mkdtemp(prefix="ocsync-convergence-"))
+        self.devices: dict[str, Device] = {}
+        self.counter = 0
+        self.versions: set[bytes] = set()
+        self.superseded: set[bytes] = set()
+        self.bundles = self.base / "bundles"
+        self.bundles.mkdir()
+
+    def new_version(self, device: Device, path: str) -> bytes:
+        self.counter += 1
+        version = f"{device.name} v{self.counter} of {path}\n".encode()
+        self.versions.add(version)
+        return version
+
+    def supersede(self, device: Device, path: str) -> None:
+        current = device.root / path
+        if current.is_file():
+            self.superseded.add(current.read_bytes())
+
+    @initialize()
+    def start_from_one_shared_folder(self) -> None:
+        first = make_device(self.base, NAMES[0])
+        for path in PATHS[:2]:
+            first.write(path, self.new_version(first, path))
+        first.commit()
+        self.devices[first.name] = first
+        for name in NAMES[1:]:
+            device = make_device(self.base, name)
+            device.pull_from(first, self.bundles)
+            self.devices[name] = device
+
+    @rule(name=st.sampled_from(NAMES), path=st.sampled_from(PATHS))
+    def write(self, name: str, path: str) -> None:
+        device = self.devices[name]
+        self.supersede(device, path)
+        device.write(path, self.new_version(device, path))
+        device.commit()
+
+    @rule(name=st.sampled_from(NAMES), data=st.data())
+    def delete(self, name: str, data) -> None:
+        device = self.devices[name]
+        existing = sorted(device.files())
+        if not existing:
+            return
+        path = data.draw(st.sampled_from(existing))
+        self.supersede(device, path)
+        device.delete(path)
+        device.commit()
+
+    @rule(name=st.sampled_from(NAMES), target=st.sampled_from(PATHS), data=st.data())
+    def rename(self, name: str, target: str, data) -> None:
+        device = self.devices[name]
+        existing = sorted(p for p in device.files() if p != target)
+        if not existing:
+            return
+        source = data.draw(st.sampled_from(existing))
+        self.supersede(device, target)
+        destination = device.root / target
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        (device.root / source).rename(destination)
+        device.commit()
+
+    @rule(sender=st.sampled_from(NAMES), receiver=st.sampled_from(NAMES))
+    def exchange(self, sender: str, receiver: str) -> None:
+        if sender != receiver:
+            self.pull(self.devices[receiver], self.devices[sender])
+
+    def pull(self, receiver: Device, sender: Device) -> None:
+        if sender.head() in (None, receiver.known_head_of(sender)):
+            return
+        receiver.pull_from(sender, self.bundles)
+
+    def settle(self) -> None:
+        for _ in range(MAX_SETTLE_ROUNDS):
+            for receiver in self.devices.values():
+                for sender in self.devices.values():
+                    if sender is not receiver:
+                        self.pull(receiver, sender)
+            if len({device.head() for device in self.devices.values()}) == 1:
+                return
+        raise AssertionError(f"no common head after {MAX_SETTLE_ROUNDS} rounds of full exchange")
+
+    def teardown(self) -> None:
+        try:
+            if len(self.devices) == len(NAMES):
+                self.settle()
+                self.check_final_state()
+        finally:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+    def check_final_state(self) -> None:
+        devices = list(self.devices.values())
+        trees = [device.files() for device in devices]
+        assert all(tree == trees[0] for tree in trees), "replicas hold different files"
+        assert all(device.head_files() == device.files() for device in devices), "a working tree is not HEAD"
+        final_contents = set(trees[0].values())
+        lost = self.versions - self.superseded - final_contents
+        assert not lost, f"versions lost: {sorted(lost)}"
+        for path in trees[0]:
+            assert path.count(".sync-conflict-") <= 1, f"a conflict copy of a conflict copy: {path}"
+        for device in devices:
+            git_fsck_strict(device.root)
+        repo = devices[0].folder.repo
+        for entry in repo.get_walker():
+            commit = entry.commit
+            if len(commit.parents) <= 1:
+                parent_tree = repo[commit.parents[0]].tree if commit.parents else None
+                changes = list(repo.object_store.tree_changes(parent_tree, commit.tree))
+                assert len(changes) == 1, f"commit {commit.id.decode()} changes {len(changes)} paths"
+
+
+Replicas.TestCase.settings = settings(
+    max_examples=12,
+    stateful_step_count=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestConvergence = Replicas.TestCase
