@@ -66,3 +66,11 @@ class SessionLost:
 
     public_key: bytes
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class IntroductionFailed:
+    """An introduction this device started got no valid answer in time."""
+
+    endpoint: Address
+    reason: str
