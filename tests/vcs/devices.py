@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +45,7 @@ class Device:
 
     def bundle_for(self, receiver: "Device", out: Path) -> Path:
         known = receiver.known_head_of(self)
-        create_bundle(self.folder, [known] if known else [], out)
+        create_bundle(self.folder, [known.decode()] if known else [], out)
         verify_bundle(receiver.root, out)
         return out
 
@@ -100,3 +101,10 @@ def verify_bundle(repo: Path, bundle: Path) -> None:
     """Fail unless the real git CLI accepts the bundle in `repo` (which must hold its prerequisites)."""
     result = subprocess.run(["git", "-C", str(repo), "bundle", "verify", str(bundle)], capture_output=True, text=True)
     assert result.returncode == 0, f"git bundle verify failed:\n{result.stdout}{result.stderr}"
+
+
+def run_cli(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`ocsync --home HOME ARGS...` in a fresh interpreter, as a user would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "ocsync_tui", "--home", str(home), *args], capture_output=True, text=True, timeout=timeout
+    )

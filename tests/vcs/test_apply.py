@@ -2,7 +2,6 @@
 
 import os
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from ocsync_tui.identity import short_device_id
 from ocsync_tui.vcs.bundle import MissingPrerequisites, create_bundle
 from ocsync_tui.vcs.disk_naming import DiskNaming
 from tests.conftest import git_fsck_strict
-from tests.vcs.devices import Device, make_device, verify_bundle
+from tests.vcs.devices import Device, make_device, run_cli, verify_bundle
 
 
 def single_path_commits(device: Device) -> list[tuple[bytes, bytes, list[bytes]]]:
@@ -170,7 +169,7 @@ def test_missing_prerequisites_are_named(tmp_path):
     alice.commit()
     stranger = make_device(tmp_path, "carol")
     bundle = tmp_path / "thin.bundle"
-    create_bundle(alice.folder, [base], bundle)
+    create_bundle(alice.folder, [base.decode()], bundle)
     verify_bundle(bob.root, bundle)
     before = stranger.head()
     with pytest.raises(MissingPrerequisites) as missing:
@@ -195,12 +194,6 @@ def test_a_path_colliding_on_a_case_folding_disk_becomes_a_committed_conflict_co
     alice.pull_from(bob, tmp_path / "bundles")
     assert alice.head() == bob.head() and alice.files() == files
     git_fsck_strict(alice.root)
-
-
-def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ocsync_tui", "--home", str(home), *args], capture_output=True, text=True, timeout=120
-    )
 
 
 def test_cli_bundle_create_and_apply(tmp_path):
