@@ -95,6 +95,10 @@ def delete_journal(folder: FolderRepo) -> None:
     _fsync_directory(target.parent)
 
 
+def _shown(commit_id: bytes | None) -> str:
+    return commit_id.decode("ascii") if commit_id else "nothing"
+
+
 def _tree_of(folder: FolderRepo, commit_id: bytes | None) -> bytes | None:
     if commit_id is None:
         return None
@@ -102,13 +106,19 @@ def _tree_of(folder: FolderRepo, commit_id: bytes | None) -> bytes | None:
         return folder.repo.object_store[commit_id].tree
     except KeyError:
         raise JournalError(
-            f"{journal_path(folder)} names commit {commit_id.decode('ascii')}, which the repository lacks"
+            f"{journal_path(folder)} names commit {_shown(commit_id)}, which the repository lacks"
         ) from None
 
 
 def complete_journal(folder: FolderRepo, journal: ApplyJournal, naming: DiskNaming | None = None) -> CheckoutResult:
     """Steps 4-6 of an apply, after `journal` is on disk: update the files, refresh the stat cache,
     move main from the old head to the new one, delete the journal. Running it twice is harmless."""
+    head = folder.head()
+    if head not in (journal.old_head, journal.new_head):
+        raise JournalError(
+            f"main moved to {_shown(head)} while a bundle apply was interrupted; {journal_path(folder)} "
+            f"expected {_shown(journal.old_head)} or {_shown(journal.new_head)}: check the folder, then delete it"
+        )
     store = folder.repo.object_store
     new_tree = _tree_of(folder, journal.new_head)
     old_files = flatten_tree(store, _tree_of(folder, journal.old_head))
@@ -123,13 +133,7 @@ def complete_journal(folder: FolderRepo, journal: ApplyJournal, naming: DiskNami
         naming=naming or probe_disk_naming(Path(folder.git_dir)),
     )
     refresh_after_checkout(folder, new_tree, result.settled)
-    head = folder.head()
     if head != journal.new_head:
-        if head != journal.old_head:
-            raise JournalError(
-                f"main moved to {head.decode('ascii') if head else 'nothing'} while a bundle apply was "
-                f"interrupted; {journal_path(folder)} expected {journal.old_head!r}"
-            )
         folder.set_head(journal.new_head, expected_old=journal.old_head)
     delete_journal(folder)
     return result
