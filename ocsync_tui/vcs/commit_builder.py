@@ -1,0 +1,236 @@
+"""Building per-file commits in memory: blobs, the trees along each changed path, commits, as PackEntries.
+
+The folder's tree is held as nested directories, each a sorted list of git's serialised entries, loaded
+lazily from the store along the paths that change. After each file change only the trees on its path are
+re-serialised and hashed. Every new tree version is stored as a delta against an earlier version of the
+same directory in the same pack, chosen skip-delta style (version i against i minus 16^k, k the position
+of the lowest non-zero hex digit of i), so a chain stays at most 45 deep while a delta spans few entries;
+a flat folder of 10,000 files then stores kilobytes of tree deltas instead of gigabytes of trees.
+"""
+
+import bisect
+import hashlib
+from collections.abc import Callable
+
+from ocsync_tui.vcs.delta import create_delta
+from ocsync_tui.vcs.pack import PackEntry
+from ocsync_tui.vcs.paths import DIRECTORY_MODE
+
+COMMIT_TYPE, TREE_TYPE, BLOB_TYPE = 1, 2, 3
+_SKIP_BASE = 16
+_VERSIONS_PER_FULL = _SKIP_BASE**3  # digit sum of i < 16^3 is at most 45 < pack.MAX_DELTA_DEPTH
+
+
+class PathConflict(Exception):
+    """A change needs a path that a file or directory of the other kind occupies; `path` names it."""
+
+    def __init__(self, path: bytes) -> None:
+        super().__init__(path)
+        self.path = path
+
+
+def hash_object(type_name: bytes, raw: bytes) -> bytes:
+    hasher = hashlib.sha1(b"%s %d\0" % (type_name, len(raw)))
+    hasher.update(raw)
+    return hasher.digest()
+
+
+def parse_tree_entries(raw: bytes) -> tuple[list[bytes], list[bytes]]:
+    """git's sort keys and serialised entries of a tree, in order."""
+    keys, chunks = [], []
+    position, end = 0, len(raw)
+    while position < end:
+        space = raw.index(b" ", position)
+        nul = raw.index(b"\0", space)
+        name = raw[space + 1 : nul]
+        keys.append(name + b"/" if raw[position:space] == b"40000" else name)
+        chunks.append(raw[position : nul + 21])
+        position = nul + 21
+    return keys, chunks
+
+
+def _entry(mode: int, name: bytes, sha: bytes) -> bytes:
+    return b"%o %s\0%s" % (mode, name, sha)
+
+
+class _Directory:
+    __slots__ = ("keys", "chunks", "subdirs", "dirty", "sha", "versions")
+
+    def __init__(self, keys: list[bytes], chunks: list[bytes], sha: bytes | None) -> None:
+        self.keys = keys
+        self.chunks = chunks
+        self.subdirs: dict[bytes, _Directory] = {}
+        self.dirty: set[bytes] = set()
+        self.sha = sha  # binary id of the current content; None while it has unsaved changes
+        self.versions: list[tuple[bytes, bytes]] = []  # (binary id, raw) written to the current pack
+
+    def find(self, key: bytes) -> int | None:
+        index = bisect.bisect_left(self.keys, key)
+        return index if index < len(self.keys) and self.keys[index] == key else None
+
+
+class TreeBuilder:
+    """The working tree of one branch, changed one file at a time; collects the objects to pack."""
+
+    def __init__(self, read_tree: Callable[[bytes], bytes], root_tree: bytes | None) -> None:
+        """read_tree(binary id) returns a tree's raw content; root_tree is the binary id to start from."""
+        self._read_tree = read_tree
+        self._root = self._load(root_tree) if root_tree else _Directory([], [], None)
+        self._versioned: list[_Directory] = []
+        self.entries: list[PackEntry] = []
+        self.pending_bytes = 0
+
+    def _load(self, sha: bytes) -> _Directory:
+        keys, chunks = parse_tree_entries(self._read_tree(sha))
+        return _Directory(keys, chunks, sha)
+
+    def _subdir(self, directory: _Directory, name: bytes, where: bytes, create: bool) -> _Directory | None:
+        child = directory.subdirs.get(name)
+        if child is not None:
+            return child
+        index = directory.find(name + b"/")
+        if index is None:
+            if directory.find(name) is not None:
+                raise PathConflict(where + name)
+            if not create:
+                return None
+            child = _Directory([], [], None)
+        else:
+            child = self._load(directory.chunks[index][-20:])
+        directory.subdirs[name] = child
+        return child
+
+    def _path_to(self, relpath: bytes, create: bool) -> tuple[list[tuple[_Directory, bytes]], bytes] | None:
+        """The directories from the root down to relpath's parent, each with the name taken from it."""
+        *parents, name = relpath.split(b"/")
+        chain: list[tuple[_Directory, bytes]] = []
+        directory, where = self._root, b""
+        for component in parents:
+            child = self._subdir(directory, component, where, create)
+            if child is None:
+                return None
+            chain.append((directory, component))
+            directory, where = child, where + component + b"/"
+        chain.append((directory, name))
+        return chain, name
+
+    def _mark_dirty(self, chain: list[tuple[_Directory, bytes]]) -> None:
+        for directory, name in chain:
+            directory.dirty.add(name)
+            directory.sha = None
+
+    def set_file(self, relpath: bytes, mode: int, blob: bytes) -> None:
+        """Record a file (binary blob id); PathConflict if a directory or a parent file is in the way."""
+        found = self._path_to(relpath, create=True)
+        assert found is not None
+        chain, name = found
+        leaf = chain[-1][0]
+        if name in leaf.subdirs or leaf.find(name + b"/") is not None:
+            raise PathConflict(relpath)
+        chunk = _entry(mode, name, blob)
+        index = bisect.bisect_left(leaf.keys, name)
+        if index < len(leaf.keys) and leaf.keys[index] == name:
+            leaf.chunks[index] = chunk
+        else:
+            leaf.keys.insert(index, name)
+            leaf.chunks.insert(index, chunk)
+        self._mark_dirty(chain[:-1])
+        leaf.sha = None
+
+    def remove_file(self, relpath: bytes) -> None:
+        try:
+            found = self._path_to(relpath, create=False)
+        except PathConflict:
+            return  # a parent is a file: relpath is not in the tree
+        if found is None:
+            return
+        chain, name = found
+        leaf = chain[-1][0]
+        index = leaf.find(name)
+        if index is None:
+            return
+        del leaf.keys[index], leaf.chunks[index]
+        self._mark_dirty(chain[:-1])
+        leaf.sha = None
+
+    def add_blob(self, blob: bytes, data: bytes) -> None:
+        self._add(PackEntry(blob.hex().encode("ascii"), BLOB_TYPE, data))
+
+    def add_commit(self, raw: bytes) -> bytes:
+        sha = hash_object(b"commit", raw)
+        self._add(PackEntry(sha.hex().encode("ascii"), COMMIT_TYPE, raw))
+        return sha
+
+    def _add(self, entry: PackEntry) -> None:
+        self.entries.append(entry)
+        self.pending_bytes += len(entry.raw)
+
+    def root_tree(self) -> bytes:
+        """The binary id of the current root tree, writing every tree that changed since the last call."""
+        sha = self._finish(self._root, is_root=True)
+        assert sha is not None
+        return sha
+
+    def _finish(self, directory: _Directory, is_root: bool = False) -> bytes | None:
+        """Write a changed directory's tree; None for an empty non-root one (git stores no empty trees)."""
+        if directory.sha is not None:
+            return directory.sha
+        for name in directory.dirty:
+            child = directory.subdirs[name]
+            child_sha = self._finish(child)
+            key = name + b"/"
+            index = bisect.bisect_left(directory.keys, key)
+            exists = index < len(directory.keys) and directory.keys[index] == key
+            if child_sha is None:
+                del directory.subdirs[name]
+                if exists:
+                    del directory.keys[index], directory.chunks[index]
+                continue
+            chunk = _entry(DIRECTORY_MODE, name, child_sha)
+            if exists:
+                directory.chunks[index] = chunk
+            else:
+                directory.keys.insert(index, key)
+                directory.chunks.insert(index, chunk)
+        directory.dirty.clear()
+        if not directory.keys and not is_root:
+            return None
+        raw = b"".join(directory.chunks)
+        directory.sha = sha = hash_object(b"tree", raw)
+        self._add(self._tree_entry(directory, sha, raw))
+        return sha
+
+    def _tree_entry(self, directory: _Directory, sha: bytes, raw: bytes) -> PackEntry:
+        versions = directory.versions
+        if not versions:
+            self._versioned.append(directory)
+        number = len(versions) % _VERSIONS_PER_FULL
+        versions.append((sha, raw))
+        hex_sha = sha.hex().encode("ascii")
+        if number == 0:
+            return PackEntry(hex_sha, TREE_TYPE, raw)
+        step = 1
+        while number % (step * _SKIP_BASE) == 0:
+            step *= _SKIP_BASE
+        base_sha, base_raw = versions[-1 - step]
+        delta = create_delta(base_raw, raw)
+        if delta is None:
+            return PackEntry(hex_sha, TREE_TYPE, raw)
+        return PackEntry(hex_sha, TREE_TYPE, raw, base_sha.hex().encode("ascii"), delta)
+
+    def take_entries(self) -> list[PackEntry]:
+        """Hand over the objects built so far; later trees start new delta chains (a new pack)."""
+        entries, self.entries, self.pending_bytes = self.entries, [], 0
+        for directory in self._versioned:
+            directory.versions = []
+        self._versioned = []
+        return entries
+
+
+def commit_raw(tree: bytes, parents: list[bytes], identity: bytes, timestamp: int, message: bytes) -> bytes:
+    """A commit object's content; tree and parents are binary ids, time in UTC."""
+    lines = [b"tree " + tree.hex().encode("ascii")]
+    lines += [b"parent " + parent.hex().encode("ascii") for parent in parents]
+    lines.append(b"author %s %d +0000" % (identity, timestamp))
+    lines.append(b"committer %s %d +0000" % (identity, timestamp))
+    return b"\n".join(lines) + b"\n\n" + message + b"\n"
