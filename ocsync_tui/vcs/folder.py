@@ -19,6 +19,7 @@ from dulwich.repo import Repo
 
 from ocsync_tui.errors import OcsyncError
 from ocsync_tui.identity import DeviceIdentity
+from ocsync_tui.vcs.checkout import temp_name
 from ocsync_tui.vcs.committer import CommitReport, commit_pending
 from ocsync_tui.vcs.lock import FolderLock
 from ocsync_tui.vcs.pack import fsync_directory
@@ -84,7 +85,7 @@ def _read_marker(root: Path) -> str | None:
 
 
 def write_marker(root: Path, folder_id: str) -> None:
-    temp = root / (MARKER_NAME + ".tmp")
+    temp = root / os.fsdecode(temp_name(os.fsencode(MARKER_NAME)))
     with open(temp, "w", encoding="utf-8") as handle:
         handle.write(f"{_MARKER_HEADER}\nfolder-id: {folder_id}\n")
         handle.flush()
@@ -184,7 +185,7 @@ def _create_repository(root: Path, folder_id: str) -> None:
         repo.close()
     # What ocsync never commits, so `git status` in the folder stays clean too.
     (temp / "info").mkdir(exist_ok=True)
-    (temp / "info" / "exclude").write_text(f"/{MARKER_NAME}\n/{MARKER_NAME}.tmp\n.ocsync-tmp-*\n")
+    (temp / "info" / "exclude").write_text(f"/{MARKER_NAME}\n.ocsync-tmp-*\n")
     for directory, _, files in os.walk(temp):
         for name in files:
             with open(os.path.join(directory, name), "rb") as handle:
