@@ -1,0 +1,436 @@
+"""Thin git bundles of a folder's history, and their quarantined import.
+
+API (stable):
+
+- ``create_bundle(folder, since, out) -> BundleInfo``: writes a v2 git bundle of every commit reachable
+  from ``main`` and not from the ``since`` revisions (hex ids, abbreviations or ref names the sender
+  knows; an unknown one is a ``BundleError``). Its prerequisites are the boundary commits: parents of
+  sent commits that are not sent. Each blob or tree is stored as a delta against the object at the
+  same path in the parent commit, which the receiver has (REF_DELTA: a thin pack) or which comes
+  earlier in the pack (OFS_DELTA), so a one-byte edit of a large file costs bytes. The bundle carries
+  ``refs/heads/main`` and ``HEAD``, so ``git clone`` checks it out. Written to a temporary file in the
+  output's directory, fsynced and renamed. When the receiver already has ``main`` (empty difference)
+  the bundle is still valid: no objects, with ``main``'s commit as its only prerequisite, so the
+  exchange handles "nothing new" like any other bundle and git accepts it.
+- ``quarantined_import(folder, bundle_path)``: a context manager; call it under the folder lock. It
+  reads a v2 or v3 (sha1) bundle, refuses anything else with ``BundleError``, raises
+  ``MissingPrerequisites`` when this repository lacks a prerequisite commit, streams the pack into a
+  quarantine object store (``.git/ocsync-quarantine-*``, lookups falling through to the main store),
+  completes thin deltas against the main store, verifies the pack checksum, every object (ids are
+  computed from content) and that the bundle's head (``refs/heads/main``, else ``HEAD``, else its only
+  ref) and everything it reaches is present. It yields an ``ImportedBundle`` (``head``,
+  ``prerequisites``, ``object_store`` across quarantine and main store, ``new_commits`` parents
+  first). Leaving the block normally moves the pack into the main store (fsynced, pack before index);
+  an exception deletes the quarantine and leaves the main store untouched. A quarantine left by a
+  crash is deleted by the next import.
+"""
+
+import hashlib
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from dulwich.object_store import DiskObjectStore
+from dulwich.objects import S_ISGITLINK, Commit, Tree, valid_hexsha
+from dulwich.objectspec import parse_commit
+from dulwich.pack import apply_delta
+from dulwich.repo import Repo
+from dulwich.walk import ORDER_TOPO, Walker
+
+from ocsync_tui.errors import OcsyncError
+from ocsync_tui.vcs.delta import create_delta
+from ocsync_tui.vcs.pack import MAX_DELTA_DEPTH, PackEntry, fsync_directory, install_pack, write_pack
+
+MAIN_REF = b"refs/heads/main"
+QUARANTINE_PREFIX = "ocsync-quarantine-"
+_HEADER_V2 = b"# v2 git bundle\n"
+_HEADER_V3 = b"# v3 git bundle\n"
+# Longest header line we accept: a ref line is 41 bytes plus the ref name, a prerequisite line carries
+# a commit subject; anything longer is not a bundle we wrote or git would.
+_MAX_HEADER_LINE = 64 * 1024
+
+
+class BundleError(OcsyncError):
+    """A bundle that cannot be written or read: the message names the file and what is wrong."""
+
+
+class MissingPrerequisites(BundleError):
+    """The bundle builds on commits this repository does not have (yet): negotiate again."""
+
+    def __init__(self, bundle_path: Path, missing: list[str]) -> None:
+        self.missing = missing
+        shown = ", ".join(sha[:12] for sha in missing[:5]) + (" …" if len(missing) > 5 else "")
+        super().__init__(
+            f"{bundle_path}: this folder lacks {len(missing)} commit(s) the bundle builds on ({shown}); "
+            "ask the sender for a bundle since a revision this folder has"
+        )
+
+
+class FolderLike(Protocol):
+    repo: Repo
+    path: Path
+    git_dir: Path
+
+    def head(self) -> bytes | None: ...
+
+
+@dataclass
+class BundleInfo:
+    commit_count: int
+    object_count: int
+    size: int
+    sha256: str
+    prerequisites: list[str]
+    head: str
+
+
+@dataclass
+class ImportedBundle:
+    head: bytes
+    prerequisites: list[bytes]
+    object_store: DiskObjectStore
+    new_commits: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class _PlannedObject:
+    sha: bytes
+    base: bytes | None  # the object at the same path in a parent commit, if of the same kind
+
+
+def create_bundle(folder: FolderLike, since: list[str], out: Path) -> BundleInfo:
+    """Write the commits on main that `since` lacks as a thin v2 bundle at `out`; see the module docstring."""
+    repo = folder.repo
+    head = folder.head()
+    if head is None:
+        raise BundleError(f"{folder.path}: the folder has no commits yet, so there is nothing to bundle")
+    excluded = [_resolve_revision(repo, revision) for revision in since]
+    commits = [entry.commit for entry in Walker(repo.object_store, [head], exclude=excluded, order=ORDER_TOPO, reverse=True)]
+    sent = {commit.id for commit in commits}
+    boundary = sorted({parent for commit in commits for parent in commit.parents if parent not in sent})
+    if not commits:
+        boundary = [head]  # empty difference: the receiver proves it has main, and gets just the ref
+    planned = _plan_objects(repo.object_store, commits)
+    object_count = len(commits) + len(planned)
+
+    header = bytearray(_HEADER_V2)
+    for commit_id in boundary:
+        header += b"-" + commit_id + b" " + _subject(repo.object_store[commit_id]) + b"\n"
+    header += head + b" " + MAIN_REF + b"\n" + head + b" HEAD\n\n"
+
+    out = Path(out)
+    fd, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as raw_file:
+            hashing = _HashingWriter(raw_file)
+            hashing.write(bytes(header))
+            write_pack(hashing, _pack_entries(repo.object_store, commits, planned), object_count)
+            raw_file.flush()
+            os.fsync(raw_file.fileno())
+        os.replace(temporary, out)
+        fsync_directory(out.parent)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.remove(temporary)
+        raise
+    return BundleInfo(
+        commit_count=len(commits),
+        object_count=object_count,
+        size=hashing.size,
+        sha256=hashing.sha256.hexdigest(),
+        prerequisites=[commit_id.decode("ascii") for commit_id in boundary],
+        head=head.decode("ascii"),
+    )
+
+
+def _resolve_revision(repo: Repo, revision: str) -> bytes:
+    try:
+        return parse_commit(repo, revision).id
+    except (KeyError, ValueError) as error:
+        raise BundleError(
+            f"unknown revision {revision!r}: give a commit id (or an unambiguous prefix) of this folder"
+        ) from error
+
+
+def _subject(commit: Commit) -> bytes:
+    return commit.message.split(b"\n", 1)[0].replace(b"\r", b"")
+
+
+def _plan_objects(store, commits: list[Commit]) -> list[_PlannedObject]:
+    """Trees and blobs the receiver lacks, parents' first, each with its same-path base candidate.
+
+    An entry equal to what some parent has at its path is already with the receiver or earlier in the
+    pack (parents come first), so only entries that differ from every parent are sent; this is what
+    keeps a bundle of per-file commits proportional to the changes, not to the folder.
+    """
+    planned: list[_PlannedObject] = []
+    seen: set[bytes] = set()
+
+    def visit(tree_id: bytes, parent_tree_ids: list[bytes | None], base: bytes | None) -> None:
+        if tree_id in seen:
+            return
+        seen.add(tree_id)
+        planned.append(_PlannedObject(tree_id, base))
+        tree = store[tree_id]
+        parent_entries = [_entries(store, parent_id) for parent_id in parent_tree_ids]
+        for name, mode, sha in tree.iteritems():
+            if S_ISGITLINK(mode):
+                continue  # a submodule commit is not ours to send
+            at_path = [entries.get(name) for entries in parent_entries]
+            if any(entry is not None and entry[1] == sha for entry in at_path):
+                continue
+            is_tree = stat.S_ISDIR(mode)
+            same_kind = [entry[1] if entry is not None and stat.S_ISDIR(entry[0]) == is_tree else None for entry in at_path]
+            base = next((candidate for candidate in same_kind if candidate is not None), None)
+            if is_tree:
+                visit(sha, same_kind, base)
+            elif sha not in seen:
+                seen.add(sha)
+                planned.append(_PlannedObject(sha, base))
+
+    for commit in commits:
+        parent_trees = [store[parent].tree for parent in commit.parents]
+        if commit.tree not in parent_trees:
+            visit(commit.tree, list(parent_trees), parent_trees[0] if parent_trees else None)
+    return planned
+
+
+def _entries(store, tree_id: bytes | None) -> dict[bytes, tuple[int, bytes]]:
+    if tree_id is None:
+        return {}
+    return {name: (mode, sha) for name, mode, sha in store[tree_id].iteritems()}
+
+
+def _pack_entries(store, commits: list[Commit], planned: list[_PlannedObject]) -> Iterator[PackEntry]:
+    """Commits whole, then each planned object as a delta of its base when that is worth it."""
+    for commit in commits:
+        yield PackEntry(commit.id, commit.type_num, commit.as_raw_string())
+    depth: dict[bytes, int] = {}
+    for item in planned:
+        type_num, raw = store.get_raw(item.sha)
+        entry = PackEntry(item.sha, type_num, raw)
+        if item.base is not None and depth.get(item.base, 0) < MAX_DELTA_DEPTH:
+            base_raw = store.get_raw(item.base)[1]
+            delta = create_delta(base_raw, raw)
+            # Checked before it leaves: a wrong delta would be refused by every receiver forever.
+            if delta is not None and b"".join(apply_delta(base_raw, delta)) == raw:
+                entry = PackEntry(item.sha, type_num, raw, item.base, delta)
+                depth[item.sha] = depth.get(item.base, 0) + 1
+        yield entry
+
+
+class _HashingWriter:
+    """A write-only file that counts and SHA-256-hashes what passes through it."""
+
+    def __init__(self, target: BinaryIO) -> None:
+        self._target = target
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self._target.write(data)
+
+
+@contextmanager
+def quarantined_import(folder: FolderLike, bundle_path: Path) -> Iterator[ImportedBundle]:
+    """Import a bundle's objects into a quarantine; see the module docstring."""
+    bundle_path = Path(bundle_path)
+    git_dir = Path(folder.git_dir)
+    main_store = folder.repo.object_store
+    _remove_stale_quarantines(git_dir)
+    try:
+        bundle_file = open(bundle_path, "rb")
+    except OSError as error:
+        raise BundleError(f"{bundle_path}: cannot read the bundle ({error.strerror})") from error
+    with bundle_file:
+        prerequisites, head = _read_header(bundle_file, bundle_path)
+        missing = [sha for sha in prerequisites if not _is_commit(main_store, sha)]
+        if missing:
+            raise MissingPrerequisites(bundle_path, [sha.decode("ascii") for sha in missing])
+        quarantine = Path(tempfile.mkdtemp(dir=git_dir, prefix=QUARANTINE_PREFIX))
+        try:
+            objects_dir = quarantine / "objects"
+            (objects_dir / "pack").mkdir(parents=True)
+            store = DiskObjectStore(str(objects_dir), alternates=[str(git_dir / "objects")])
+            try:
+                _receive_pack(store, bundle_file, bundle_path)
+                new_commits = _verify_reachable(store, main_store, head, bundle_path)
+                yield ImportedBundle(head, prerequisites, store, new_commits)
+            finally:
+                for alternate in store.alternates:
+                    alternate.close()
+                store.close()
+            if new_commits:
+                _install_quarantined_packs(objects_dir / "pack", main_store)
+        finally:
+            shutil.rmtree(quarantine, ignore_errors=True)
+
+
+def _remove_stale_quarantines(git_dir: Path) -> None:
+    for stale in git_dir.glob(QUARANTINE_PREFIX + "*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _read_header(bundle_file: BinaryIO, bundle_path: Path) -> tuple[list[bytes], bytes]:
+    """Prerequisite commit ids and the head commit id, leaving the file at the pack's first byte."""
+    first = bundle_file.readline(_MAX_HEADER_LINE)
+    if first not in (_HEADER_V2, _HEADER_V3):
+        raise BundleError(f"{bundle_path}: not a git bundle this version reads (expected a v2 or v3 git bundle)")
+    prerequisites: list[bytes] = []
+    refs: dict[bytes, bytes] = {}
+    while True:
+        line = bundle_file.readline(_MAX_HEADER_LINE)
+        if not line.endswith(b"\n"):
+            raise BundleError(f"{bundle_path}: the bundle header is truncated or malformed")
+        line = line[:-1]
+        if not line:
+            break
+        if line.startswith(b"@"):
+            if first != _HEADER_V3 or line not in (b"@object-format=sha1",):
+                raise BundleError(f"{bundle_path}: unsupported bundle capability {line[1:].decode(errors='replace')!r}")
+        elif line.startswith(b"-"):
+            sha = line[1:41]
+            if not valid_hexsha(sha) or line[41:42] not in (b"", b" "):
+                raise BundleError(f"{bundle_path}: malformed prerequisite line in the bundle header")
+            prerequisites.append(sha.lower())
+        else:
+            sha, _, ref = line.partition(b" ")
+            if len(sha) != 40 or not valid_hexsha(sha) or not ref:
+                raise BundleError(f"{bundle_path}: malformed ref line in the bundle header")
+            refs[ref] = sha.lower()
+    if MAIN_REF in refs:
+        return prerequisites, refs[MAIN_REF]
+    if b"HEAD" in refs:
+        return prerequisites, refs[b"HEAD"]
+    if len(refs) == 1:
+        return prerequisites, next(iter(refs.values()))
+    raise BundleError(f"{bundle_path}: the bundle names no refs/heads/main, no HEAD and not exactly one ref")
+
+
+def _is_commit(store, sha: bytes) -> bool:
+    try:
+        type_num, _ = store.get_raw(sha)
+    except KeyError:
+        return False
+    return type_num == Commit.type_num
+
+
+class _Truncated(Exception):
+    pass
+
+
+def _receive_pack(store: DiskObjectStore, bundle_file: BinaryIO, bundle_path: Path) -> None:
+    """Copy, check and complete the bundle's pack inside the quarantine store."""
+
+    def read_all(size: int) -> bytes:
+        data = bundle_file.read(size)
+        if len(data) < size:
+            raise _Truncated
+        return data
+
+    def read_some(size: int) -> bytes:
+        data = bundle_file.read(size)
+        if not data:
+            raise _Truncated
+        return data
+
+    try:
+        store.add_thin_pack(read_all, read_some)
+    except _Truncated as error:
+        raise BundleError(f"{bundle_path}: the bundle is truncated; fetch it again") from error
+    except OSError:
+        raise
+    except Exception as error:  # dulwich reports bad packs with many exception types
+        raise BundleError(
+            f"{bundle_path}: the bundle's pack is corrupt ({type(error).__name__}); fetch it again"
+        ) from error
+    if bundle_file.read(1):
+        raise BundleError(f"{bundle_path}: unexpected data after the bundle's pack; fetch it again")
+
+
+def _verify_reachable(store: DiskObjectStore, main_store, head: bytes, bundle_path: Path) -> list[bytes]:
+    """The commits the bundle adds, parents first, after checking that every object they reach exists.
+
+    Objects already in the main store were complete when they landed, so the walk stops there.
+    """
+    _load(store, head, Commit, bundle_path)
+    new_commits: list[bytes] = []
+    checked_trees: set[bytes] = set()
+    pending, queued = [head], {head}
+    while pending:
+        commit_id = pending.pop()
+        if commit_id in main_store:
+            continue
+        commit = _load(store, commit_id, Commit, bundle_path)
+        new_commits.append(commit_id)
+        _verify_tree(store, main_store, commit.tree, checked_trees, bundle_path)
+        for parent in commit.parents:
+            if parent not in queued:
+                queued.add(parent)
+                pending.append(parent)
+    return _parents_first(store, new_commits)
+
+
+def _verify_tree(store, main_store, tree_id: bytes, checked: set[bytes], bundle_path: Path) -> None:
+    pending = [tree_id]
+    while pending:
+        tree_id = pending.pop()
+        if tree_id in checked or tree_id in main_store:
+            continue
+        checked.add(tree_id)
+        for _name, mode, sha in _load(store, tree_id, Tree, bundle_path).iteritems():
+            if S_ISGITLINK(mode):
+                continue
+            if stat.S_ISDIR(mode):
+                pending.append(sha)
+            elif sha not in store:
+                raise BundleError(f"{bundle_path}: the bundle lacks object {sha.decode()}; fetch it again")
+
+
+def _load(store, sha: bytes, kind: type, bundle_path: Path):
+    try:
+        obj = store[sha]
+    except KeyError:
+        raise BundleError(f"{bundle_path}: the bundle lacks {kind.__name__.lower()} {sha.decode()}") from None
+    if not isinstance(obj, kind):
+        raise BundleError(f"{bundle_path}: {sha.decode()} should be a {kind.__name__.lower()}")
+    return obj
+
+
+def _parents_first(store, commit_ids: list[bytes]) -> list[bytes]:
+    """The commits in an order where each comes after those of its parents that are among them."""
+    members = set(commit_ids)
+    ordered: list[bytes] = []
+    placed: set[bytes] = set()
+    for start in commit_ids:
+        stack = [start]
+        while stack:
+            commit_id = stack[-1]
+            if commit_id in placed:
+                stack.pop()
+                continue
+            waiting = [parent for parent in store[commit_id].parents if parent in members and parent not in placed]
+            if waiting:
+                stack.extend(waiting)
+            else:
+                placed.add(commit_id)
+                ordered.append(commit_id)
+                stack.pop()
+    return ordered
+
+
+def _install_quarantined_packs(quarantine_pack_dir: Path, main_store: DiskObjectStore) -> None:
+    """Move the quarantine's packs into the main store; call with the quarantine store closed."""
+    os.makedirs(main_store.pack_dir, exist_ok=True)
+    for index_path in sorted(quarantine_pack_dir.glob("*.idx")):
+        pack_path = index_path.with_suffix(".pack")
+        install_pack(str(pack_path), str(index_path), main_store.pack_dir, index_path.stem)
+    main_store.packs  # noqa: B018 -- the property rescans the pack directory, so lookups see the new pack

@@ -1,0 +1,390 @@
+import hashlib
+import os
+import random
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from dulwich.repo import Repo
+
+from ocsync_tui.vcs.bundle import (
+    QUARANTINE_PREFIX,
+    BundleError,
+    MissingPrerequisites,
+    create_bundle,
+    quarantined_import,
+)
+from tests.conftest import git_fsck_strict
+
+GIT_ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "Tester",
+    "GIT_AUTHOR_EMAIL": "tester@ocsync.invalid",
+    "GIT_COMMITTER_NAME": "Tester",
+    "GIT_COMMITTER_EMAIL": "tester@ocsync.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "HOME": "/nonexistent",
+}
+
+
+def git(repo: Path, *args: str) -> bytes:
+    result = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, env=GIT_ENV)
+    assert result.returncode == 0, f"git {' '.join(args)}: {result.stderr.decode()}"
+    return result.stdout
+
+
+@dataclass
+class Folder:
+    """What create_bundle and quarantined_import need of a FolderRepo."""
+
+    path: Path
+    repo: Repo
+
+    @property
+    def git_dir(self) -> Path:
+        return self.path / ".git"
+
+    def head(self) -> bytes | None:
+        try:
+            return self.repo.refs[b"refs/heads/main"]
+        except KeyError:
+            return None
+
+
+_opened: list[Repo] = []
+
+
+@pytest.fixture(autouse=True)
+def close_repositories():
+    yield
+    while _opened:
+        _opened.pop().close()
+
+
+def open_folder(path: Path) -> Folder:
+    _opened.append(Repo(str(path)))
+    return Folder(path, _opened[-1])
+
+
+def new_folder(path: Path) -> Folder:
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "main")
+    return open_folder(path)
+
+
+def commit_file(folder: Folder, name: str, content: bytes, when: int) -> bytes:
+    """One commit per file change, as the committer makes them."""
+    target = folder.path / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(content)
+    git(folder.path, "add", name)
+    stamp = f"{when} +0000"
+    subprocess.run(
+        ["git", "-C", str(folder.path), "commit", "-q", "-m", f"{name}\n\nedited"],
+        env={**GIT_ENV, "GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp},
+        check=True,
+    )
+    return git(folder.path, "rev-parse", "HEAD").strip()
+
+
+def clone_at(source: Folder, commit: bytes, path: Path) -> Folder:
+    """A receiver that has exactly the history up to `commit`."""
+    git(source.path.parent, "clone", "-q", "--no-checkout", str(source.path), str(path))
+    git(path, "update-ref", "refs/heads/main", commit.decode())
+    git(path, "symbolic-ref", "HEAD", "refs/heads/main")
+    git(path, "remote", "remove", "origin")
+    git(path, "reflog", "expire", "--expire=now", "--all")
+    git(path, "gc", "-q", "--prune=now")
+    return open_folder(path)
+
+
+def objects_listing(folder: Folder) -> list[tuple[str, int]]:
+    root = folder.git_dir / "objects"
+    return sorted(
+        (os.path.relpath(os.path.join(directory, name), root), os.path.getsize(os.path.join(directory, name)))
+        for directory, _, files in os.walk(root)
+        for name in files
+    )
+
+
+def quarantines(folder: Folder) -> list[Path]:
+    return list(folder.git_dir.glob(QUARANTINE_PREFIX + "*"))
+
+
+@pytest.fixture
+def history(tmp_path: Path):
+    """A folder with nested directories, several versions of files, and a merge."""
+    folder = new_folder(tmp_path / "source")
+    rng = random.Random(5)
+    big = bytearray(rng.randbytes(300_000))
+    commits = [commit_file(folder, "big.bin", bytes(big), 1_700_000_000)]
+    commits.append(commit_file(folder, "docs/a.txt", b"alpha\n" * 100, 1_700_000_010))
+    commits.append(commit_file(folder, "docs/deep/b.txt", b"beta\n" * 100, 1_700_000_020))
+    git(folder.path, "checkout", "-q", "-b", "side")
+    side = commit_file(folder, "docs/side.txt", b"side\n", 1_700_000_030)
+    git(folder.path, "checkout", "-q", "main")
+    big[1234] ^= 0xFF
+    commits.append(commit_file(folder, "big.bin", bytes(big), 1_700_000_040))
+    stamp = "1700000050 +0000"
+    subprocess.run(
+        ["git", "-C", str(folder.path), "merge", "-q", "--no-ff", "-m", "merge side", "side"],
+        env={**GIT_ENV, "GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp},
+        check=True,
+    )
+    commits.append(git(folder.path, "rev-parse", "HEAD").strip())
+    commits.append(commit_file(folder, "docs/deep/b.txt", b"beta\n" * 99 + b"gamma\n", 1_700_000_060))
+    return open_folder(folder.path), commits, side
+
+
+def test_full_bundle_is_accepted_by_git_and_clones(history, tmp_path: Path) -> None:
+    folder, commits, _ = history
+    out = tmp_path / "full.bundle"
+    info = create_bundle(folder, [], out)
+
+    assert info.head == commits[-1].decode()
+    assert info.prerequisites == []
+    assert info.commit_count == 7
+    assert info.size == out.stat().st_size
+    assert info.sha256 == hashlib.sha256(out.read_bytes()).hexdigest()
+    git(folder.path, "bundle", "verify", str(out))
+    git(tmp_path, "clone", "-q", str(out), "cloned")
+    git_fsck_strict(tmp_path / "cloned")
+    assert git(tmp_path / "cloned", "rev-parse", "HEAD").strip() == commits[-1]
+    assert (tmp_path / "cloned" / "big.bin").read_bytes() == (folder.path / "big.bin").read_bytes()
+    assert list(tmp_path.glob(".full.bundle.*")) == []
+
+
+def test_thin_bundle_is_fetched_by_git_with_prerequisites_present(history, tmp_path: Path) -> None:
+    folder, commits, _ = history
+    receiver = clone_at(folder, commits[2], tmp_path / "receiver")
+    out = tmp_path / "thin.bundle"
+    info = create_bundle(folder, [commits[2].decode()[:10]], out)
+
+    assert info.prerequisites == [commits[2].decode()]
+    assert info.commit_count == 4  # the big.bin edit, the side commit, the merge, the last edit
+    git(receiver.path, "bundle", "verify", str(out))
+    git(receiver.path, "fetch", "-q", str(out), "main:refs/remotes/peer/main")
+    assert git(receiver.path, "rev-parse", "refs/remotes/peer/main").strip() == commits[-1]
+    git_fsck_strict(receiver.path)
+    # Unpacked by git, the edited big.bin must match byte for byte.
+    assert git(receiver.path, "cat-file", "blob", "refs/remotes/peer/main:big.bin") == (
+        folder.path / "big.bin"
+    ).read_bytes()
+
+
+def test_bundle_verify_fails_without_the_prerequisites(history, tmp_path: Path) -> None:
+    folder, commits, _ = history
+    out = tmp_path / "thin.bundle"
+    create_bundle(folder, [commits[3].decode()], out)
+    empty = new_folder(tmp_path / "empty")
+    result = subprocess.run(["git", "-C", str(empty.path), "bundle", "verify", str(out)], capture_output=True)
+    assert result.returncode != 0
+
+
+def test_one_byte_edit_of_a_large_file_gives_a_tiny_bundle(tmp_path: Path) -> None:
+    folder = new_folder(tmp_path / "source")
+    content = bytearray(random.Random(1).randbytes(4 << 20))
+    first = commit_file(folder, "video.bin", bytes(content), 1_700_000_000)
+    content[3_000_000] ^= 0x01
+    commit_file(folder, "video.bin", bytes(content), 1_700_000_001)
+    folder = open_folder(folder.path)
+    out = tmp_path / "edit.bundle"
+    info = create_bundle(folder, [first.decode()], out)
+    assert info.size < 1024
+
+    receiver = clone_at(folder, first, tmp_path / "receiver")
+    with quarantined_import(receiver, out) as imported:
+        assert imported.object_store[imported.head].tree
+    git(receiver.path, "update-ref", "refs/heads/main", info.head)
+    git_fsck_strict(receiver.path)
+    assert git(receiver.path, "cat-file", "blob", "main:video.bin") == bytes(content)
+
+
+def test_our_thin_bundle_imports_through_the_quarantine(history, tmp_path: Path) -> None:
+    folder, commits, side = history
+    receiver = clone_at(folder, commits[2], tmp_path / "receiver")
+    out = tmp_path / "thin.bundle"
+    create_bundle(folder, [commits[2].decode()], out)
+
+    with quarantined_import(receiver, out) as imported:
+        assert imported.head == commits[-1]
+        assert imported.prerequisites == [commits[2]]
+        assert set(imported.new_commits) == {commits[3], side, commits[4], commits[5]}
+        position = {commit: index for index, commit in enumerate(imported.new_commits)}
+        assert position[commits[3]] < position[commits[4]] and position[side] < position[commits[4]]
+        assert imported.object_store[commits[5]].parents == [commits[4]]
+        assert commits[5] not in receiver.repo.object_store  # not visible before the block ends
+    assert commits[5] in receiver.repo.object_store
+    assert quarantines(receiver) == []
+    git(receiver.path, "update-ref", "refs/heads/main", commits[-1].decode())
+    git_fsck_strict(receiver.path)
+
+
+@pytest.mark.parametrize("version", ["2", "3"])
+def test_bundles_made_by_git_import_too(history, tmp_path: Path, version: str) -> None:
+    folder, commits, _ = history
+    receiver = clone_at(folder, commits[1], tmp_path / "receiver")
+    out = tmp_path / "git.bundle"
+    git(folder.path, "bundle", "create", "-q", f"--version={version}", str(out), "main", f"^{commits[1].decode()}")
+
+    with quarantined_import(receiver, out) as imported:
+        assert imported.head == commits[-1]
+        assert imported.prerequisites == [commits[1]]
+    git(receiver.path, "update-ref", "refs/heads/main", commits[-1].decode())
+    git_fsck_strict(receiver.path)
+
+
+def test_full_bundle_imports_into_an_empty_repository(history, tmp_path: Path) -> None:
+    folder, commits, _ = history
+    out = tmp_path / "full.bundle"
+    create_bundle(folder, [], out)
+    receiver = new_folder(tmp_path / "receiver")
+    with quarantined_import(receiver, out) as imported:
+        assert len(imported.new_commits) == 7
+        assert imported.new_commits[0] == commits[0]
+        assert imported.new_commits[-1] == commits[-1]
+    git(receiver.path, "update-ref", "refs/heads/main", commits[-1].decode())
+    git_fsck_strict(receiver.path)
+
+
+def test_empty_difference_gives_a_valid_bundle_carrying_the_ref(history, tmp_path: Path) -> None:
+    folder, commits, _ = history
+    receiver = clone_at(folder, commits[-1], tmp_path / "receiver")
+    out = tmp_path / "empty.bundle"
+    info = create_bundle(folder, [commits[-1].decode()], out)
+    assert (info.commit_count, info.object_count, info.prerequisites) == (0, 0, [commits[-1].decode()])
+
+    git(receiver.path, "bundle", "verify", str(out))
+    git(receiver.path, "fetch", "-q", str(out), "main:refs/remotes/peer/main")
+    before = objects_listing(receiver)
+    with quarantined_import(receiver, out) as imported:
+        assert imported.head == commits[-1]
+        assert imported.new_commits == []
+    assert objects_listing(receiver) == before
+
+
+def test_unknown_revisions_and_empty_folders_are_clear_errors(history, tmp_path: Path) -> None:
+    folder, _, _ = history
+    with pytest.raises(BundleError, match="unknown revision 'deadbeef'"):
+        create_bundle(folder, ["deadbeef"], tmp_path / "x.bundle")
+    with pytest.raises(BundleError, match="no commits yet"):
+        create_bundle(new_folder(tmp_path / "empty"), [], tmp_path / "x.bundle")
+    assert not (tmp_path / "x.bundle").exists()
+
+
+@pytest.fixture
+def thin_case(history, tmp_path: Path):
+    folder, commits, _ = history
+    receiver = clone_at(folder, commits[2], tmp_path / "receiver")
+    out = tmp_path / "thin.bundle"
+    create_bundle(folder, [commits[2].decode()], out)
+    return receiver, out
+
+
+def assert_refused(receiver: Folder, bundle: Path, error: type[BundleError], match: str) -> None:
+    before = objects_listing(receiver)
+    with pytest.raises(error, match=match):
+        with quarantined_import(receiver, bundle):
+            pass
+    assert objects_listing(receiver) == before
+    assert quarantines(receiver) == []
+
+
+def pack_start(bundle: bytes) -> int:
+    return bundle.index(b"\n\n") + 2
+
+
+def test_truncated_bundles_are_refused_and_nothing_is_written(thin_case, tmp_path: Path) -> None:
+    receiver, out = thin_case
+    data = out.read_bytes()
+    rng = random.Random(11)
+    cuts = [1, pack_start(data) - 1, pack_start(data), pack_start(data) + 5, len(data) - 1, len(data) - 20]
+    cuts += [rng.randrange(pack_start(data), len(data)) for _ in range(8)]
+    for cut in cuts:
+        broken = tmp_path / "broken.bundle"
+        broken.write_bytes(data[:cut])
+        assert_refused(receiver, broken, BundleError, "truncated|malformed|corrupt|not a git bundle")
+
+
+def test_corrupted_bundles_are_refused_and_nothing_is_written(thin_case, tmp_path: Path) -> None:
+    receiver, out = thin_case
+    data = out.read_bytes()
+    rng = random.Random(12)
+    for _ in range(12):
+        position = rng.randrange(pack_start(data), len(data))
+        broken = bytearray(data)
+        broken[position] ^= 1 << rng.randrange(8)
+        (tmp_path / "broken.bundle").write_bytes(bytes(broken))
+        assert_refused(receiver, tmp_path / "broken.bundle", BundleError, "corrupt|truncated|lacks|unexpected")
+
+
+def test_trailing_garbage_is_refused(thin_case, tmp_path: Path) -> None:
+    receiver, out = thin_case
+    (tmp_path / "long.bundle").write_bytes(out.read_bytes() + b"junk")
+    assert_refused(receiver, tmp_path / "long.bundle", BundleError, "corrupt|unexpected data")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"garbage\n" * 10,
+        b"# v4 git bundle\n\n",
+        b"# v2 git bundle\n" + b"x" * 100_000,
+        b"# v2 git bundle\n-nothex nope\n\n",
+        b"# v3 git bundle\n@filter=blob:none\n\n",
+        b"# v2 git bundle\n" + b"a" * 40 + b" refs/heads/one\n" + b"b" * 40 + b" refs/heads/two\n\n",
+    ],
+)
+def test_wrong_headers_are_refused(thin_case, tmp_path: Path, content: bytes) -> None:
+    receiver, _ = thin_case
+    (tmp_path / "bad.bundle").write_bytes(content)
+    assert_refused(receiver, tmp_path / "bad.bundle", BundleError, "not a git bundle|malformed|capability|refs")
+
+
+def test_missing_prerequisites_are_named(history, tmp_path: Path) -> None:
+    folder, commits, _ = history
+    out = tmp_path / "thin.bundle"
+    create_bundle(folder, [commits[3].decode()], out)
+    receiver = clone_at(folder, commits[1], tmp_path / "receiver")
+    before = objects_listing(receiver)
+    with pytest.raises(MissingPrerequisites) as caught:
+        with quarantined_import(receiver, out):
+            pass
+    # The side branch forked at commits[2], so that commit is a boundary too.
+    assert sorted(caught.value.missing) == sorted([commits[2].decode(), commits[3].decode()])
+    assert commits[3].decode()[:12] in str(caught.value) and "lacks 2 commit(s)" in str(caught.value)
+    assert objects_listing(receiver) == before
+
+
+def test_an_error_inside_the_block_leaves_the_main_store_untouched(thin_case) -> None:
+    receiver, out = thin_case
+    before = objects_listing(receiver)
+    with pytest.raises(RuntimeError):
+        with quarantined_import(receiver, out) as imported:
+            assert imported.new_commits
+            raise RuntimeError("merge refused")
+    assert objects_listing(receiver) == before
+    assert quarantines(receiver) == []
+
+
+def test_stale_quarantines_are_cleaned_by_the_next_import(thin_case) -> None:
+    receiver, out = thin_case
+    stale = receiver.git_dir / (QUARANTINE_PREFIX + "crashed")
+    (stale / "objects" / "pack").mkdir(parents=True)
+    (stale / "objects" / "pack" / "tmp_pack_x").write_bytes(b"PACK")
+    with quarantined_import(receiver, out):
+        assert not stale.exists()
+    git_fsck_strict(receiver.path)
+
+
+def test_a_bundle_lacking_objects_is_refused(history, tmp_path: Path) -> None:
+    folder, commits, _ = history
+    receiver = clone_at(folder, commits[2], tmp_path / "receiver")
+    # Claims commits[2] as its only prerequisite but leaves out what commits[3] changed.
+    out = tmp_path / "short.bundle"
+    git(folder.path, "bundle", "create", "-q", str(out), "main", f"^{commits[3].decode()}")
+    data = out.read_bytes().replace(commits[3], commits[2])
+    (tmp_path / "lying.bundle").write_bytes(data)
+    assert_refused(receiver, tmp_path / "lying.bundle", BundleError, "lacks")
