@@ -1,0 +1,455 @@
+import subprocess
+from pathlib import Path
+
+import pytest
+from dulwich.objects import Blob, Tree
+from dulwich.repo import Repo
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ocsync_tui.vcs.conflict_names import conflict_copy_names, conflict_copy_origin
+from ocsync_tui.vcs.merge import (
+    BOTH_CHANGED,
+    FOLDER_OF_SAME_NAME,
+    MERGE_IDENTITY,
+    NAME_DIFFERS_ONLY_IN_CASE,
+    MergeError,
+    merge_heads,
+)
+from ocsync_tui.vcs.paths import UnsafePathError
+from tests.conftest import git_fsck_strict
+from tests.vcs.history_builder import DEVICE_A, DEVICE_B, DEVICE_C, EXECUTABLE, SYMLINK, History
+
+T = 1_700_000_000  # 2023-11-14 22:13:20 UTC
+STAMP = "20231114-221320"
+SHORT_A, SHORT_B = "AEAQCAI", "AIBAEAQ"  # first seven characters of DEVICE_A and DEVICE_B
+
+
+@pytest.fixture
+def history() -> History:
+    return History()
+
+
+def _fork(history: History, base_files: dict, ours: dict, theirs: dict, *, ours_at=(DEVICE_A, T), theirs_at=(DEVICE_B, T + 1)):
+    """A base commit and two children changing it; returns (base, ours, theirs)."""
+    base = history.commit(None, base_files, device=DEVICE_C, time=T - 100)
+    left = history.commit(base, ours, device=ours_at[0], time=ours_at[1])
+    right = history.commit(base, theirs, device=theirs_at[0], time=theirs_at[1])
+    return base, left, right
+
+
+# --- ancestry -------------------------------------------------------------------------------------
+
+
+def test_the_same_head_is_up_to_date(history: History) -> None:
+    head = history.commit(None, {"a": b"1"}, device=DEVICE_A, time=T)
+    assert merge_heads(history.store, head, head) == merge_heads(history.store, head, head)
+    result = merge_heads(history.store, head, head)
+    assert (result.kind, result.head, result.new_objects, result.conflicts) == ("up-to-date", head, [], [])
+
+
+def test_an_ancestor_and_its_descendant_fast_forward_to_the_descendant(history: History) -> None:
+    old = history.commit(None, {"a": b"1"}, device=DEVICE_A, time=T)
+    middle = history.commit(old, {"b": b"2"}, device=DEVICE_B, time=T + 1)
+    new = history.commit(middle, {"a": None}, device=DEVICE_A, time=T + 2)
+
+    forward = merge_heads(history.store, old, new)
+    assert (forward.kind, forward.head, forward.new_objects) == ("fast-forward", new, [])
+    already = merge_heads(history.store, new, old)
+    assert (already.kind, already.head, already.new_objects) == ("up-to-date", new, [])
+
+
+# --- per-path rules ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "ours, theirs, expected",
+    [
+        ({"a": b"ours"}, {"b": b"theirs"}, {"a": b"ours", "b": b"theirs", "c": b"c"}),
+        ({"a": None}, {"b": b"theirs"}, {"b": b"theirs", "c": b"c"}),
+        ({"new": b"n"}, {"c": None}, {"a": b"a", "b": b"b", "new": b"n"}),
+        ({"a": b"same"}, {"a": b"same"}, {"a": b"same", "b": b"b", "c": b"c"}),
+        ({"a": None}, {"a": None}, {"b": b"b", "c": b"c"}),
+        ({"a": None}, {"a": b"kept"}, {"a": b"kept", "b": b"b", "c": b"c"}),
+        ({"a": b"kept"}, {"a": None}, {"a": b"kept", "b": b"b", "c": b"c"}),
+        ({"d/x": b"x"}, {"d/y": b"y"}, {"a": b"a", "b": b"b", "c": b"c", "d/x": b"x", "d/y": b"y"}),
+    ],
+    ids=[
+        "one-side-each",
+        "delete-and-add",
+        "add-and-delete",
+        "identical-change",
+        "deleted-on-both",
+        "deleted-vs-modified",
+        "modified-vs-deleted",
+        "new-folder-from-both",
+    ],
+)
+def test_per_path_rules_without_conflict(history: History, ours: dict, theirs: dict, expected: dict) -> None:
+    _, left, right = _fork(history, {"a": b"a", "b": b"b", "c": b"c"}, ours, theirs)
+    result = history.merge(left, right)
+    assert result.kind == "merge"
+    assert result.conflicts == []
+    assert history.files(result.head) == expected
+
+
+def test_a_mode_change_on_one_side_is_kept(history: History) -> None:
+    _, left, right = _fork(history, {"run": b"#!/bin/sh\n", "z": b"z"}, {"run": (EXECUTABLE, b"#!/bin/sh\n")}, {"z": b"Z"})
+    result = history.merge(left, right)
+    assert history.entries(result.head)["run"] == (EXECUTABLE, b"#!/bin/sh\n")
+
+
+def test_a_symlink_and_a_file_of_one_content_are_different_versions(history: History) -> None:
+    _, left, right = _fork(history, {}, {"link": (SYMLINK, b"target")}, {"link": b"target"})
+    result = history.merge(left, right)
+    entries = history.entries(result.head)
+    assert entries["link"] == (0o100644, b"target")  # theirs is newer
+    assert entries[f"link.sync-conflict-{STAMP}-{SHORT_A}"] == (SYMLINK, b"target")
+
+
+def test_the_merge_commit_is_deterministic_and_says_what_moved(history: History) -> None:
+    _, left, right = _fork(history, {"a.txt": b"base"}, {"a.txt": b"ours"}, {"a.txt": b"theirs"}, theirs_at=(DEVICE_B, T + 60))
+    result = history.merge(left, right)
+    commit = history.store[result.head]
+    assert commit.parents == sorted([left, right])
+    assert commit.author == commit.committer == MERGE_IDENTITY
+    assert (commit.commit_time, commit.author_time, commit.commit_timezone, commit.author_timezone) == (T + 60, T + 60, 0, 0)
+    copy = f"a.sync-conflict-{STAMP}-{SHORT_A}.txt"
+    assert commit.message == f'merge\n\n"a.txt" -> "{copy}" (changed on both sides)\n'.encode()
+    assert [obj.id for obj in result.new_objects][-1] == result.head
+
+
+# --- conflicts: who wins, where the loser goes ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path, copy",
+    [
+        ("notes.txt", f"notes.sync-conflict-{STAMP}-{SHORT_A}.txt"),
+        ("Makefile", f"Makefile.sync-conflict-{STAMP}-{SHORT_A}"),
+        (".bashrc", f".bashrc.sync-conflict-{STAMP}-{SHORT_A}"),
+        ("archive.tar.gz", f"archive.tar.sync-conflict-{STAMP}-{SHORT_A}.gz"),
+        ("docs/dir.v2/plan.md", f"docs/dir.v2/plan.sync-conflict-{STAMP}-{SHORT_A}.md"),
+    ],
+)
+def test_the_older_version_moves_to_a_named_conflict_copy(history: History, path: str, copy: str) -> None:
+    _, left, right = _fork(history, {path: b"base"}, {path: b"older"}, {path: b"newer"})
+    result = history.merge(left, right)
+    assert history.files(result.head) == {path: b"newer", copy: b"older"}
+    [conflict] = result.conflicts
+    assert (conflict.path, conflict.copy_path, conflict.winner, conflict.loser, conflict.reason) == (
+        path,
+        copy,
+        right,
+        left,
+        BOTH_CHANGED,
+    )
+
+
+def test_a_taken_copy_name_gets_the_content_hash(history: History) -> None:
+    copy = f"a.sync-conflict-{STAMP}-{SHORT_A}.txt"
+    _, left, right = _fork(history, {"a.txt": b"base", copy: b"someone made this"}, {"a.txt": b"older"}, {"a.txt": b"newer"})
+    result = history.merge(left, right)
+    content_hash = Blob.from_string(b"older").id[:7].decode()
+    assert history.files(result.head) == {
+        "a.txt": b"newer",
+        copy: b"someone made this",
+        f"a.sync-conflict-{STAMP}-{SHORT_A}-{content_hash}.txt": b"older",
+    }
+
+
+def test_an_equal_time_is_won_by_the_greater_device_id(history: History) -> None:
+    _, left, right = _fork(history, {"f": b"base"}, {"f": b"from B"}, {"f": b"from A"}, ours_at=(DEVICE_B, T), theirs_at=(DEVICE_A, T))
+    result = history.merge(left, right)
+    assert history.files(result.head) == {"f": b"from B", f"f.sync-conflict-{STAMP}-{SHORT_A}": b"from A"}
+
+
+def test_the_winner_is_decided_by_the_commit_that_introduced_the_version_not_the_head(history: History) -> None:
+    base = history.commit(None, {"f": b"base"}, device=DEVICE_C, time=T - 100)
+    early_edit = history.commit(base, {"f": b"edited early on B"}, device=DEVICE_B, time=T + 10)
+    later_other = history.commit(early_edit, {"other": b"x"}, device=DEVICE_B, time=T + 500)
+    edit_on_a = history.commit(base, {"f": b"edited on A"}, device=DEVICE_A, time=T + 20)
+    result = history.merge(later_other, edit_on_a)
+    [conflict] = result.conflicts
+    assert (conflict.winner, conflict.loser) == (edit_on_a, early_edit)
+    assert history.files(result.head)["f"] == b"edited on A"
+
+
+def test_a_version_that_came_through_a_merge_keeps_its_authors_time(history: History) -> None:
+    base = history.commit(None, {"f": b"base", "g": b"g"}, device=DEVICE_C, time=T - 100)
+    edit_b = history.commit(base, {"f": b"B's edit"}, device=DEVICE_B, time=T + 10)
+    unrelated_c = history.commit(base, {"g": b"C's edit"}, device=DEVICE_C, time=T + 900)
+    merged_bc = history.merge(edit_b, unrelated_c).head  # merge commit time T + 900
+    edit_a = history.commit(base, {"f": b"A's edit"}, device=DEVICE_A, time=T + 20)
+    result = history.merge(merged_bc, edit_a)
+    [conflict] = result.conflicts
+    assert (conflict.winner, conflict.loser) == (edit_a, edit_b)
+    assert conflict.copy_path == f"f.sync-conflict-20231114-221330-{SHORT_B}"
+
+
+def test_a_conflict_copy_made_by_a_merge_is_traced_to_its_author(history: History) -> None:
+    """The copy's introducing commit is the loser's edit, not the merge that moved it."""
+    _, left, right = _fork(history, {"f": b"base"}, {"f": b"older"}, {"f": b"newer"})
+    first = history.merge(left, right).head
+    copy = f"f.sync-conflict-{STAMP}-{SHORT_A}"
+    edited_copy = history.commit(right, {copy: b"other copy"}, device=DEVICE_C, time=T - 50)
+    result = history.merge(first, edited_copy)
+    [conflict] = result.conflicts
+    assert (conflict.path, conflict.copy_path, conflict.winner, conflict.loser) == (copy, None, left, edited_copy)
+    assert history.files(result.head)[copy] == b"older"
+
+
+def test_a_conflict_on_a_conflict_copy_keeps_the_newer_version_and_makes_no_copy(history: History) -> None:
+    copy = f"a.sync-conflict-{STAMP}-{SHORT_A}.txt"
+    _, left, right = _fork(history, {copy: b"base"}, {copy: b"older"}, {copy: b"newer"})
+    result = history.merge(left, right)
+    assert history.files(result.head) == {copy: b"newer"}
+    [conflict] = result.conflicts
+    assert (conflict.path, conflict.copy_path, conflict.winner, conflict.loser) == (copy, None, right, left)
+    assert b"kept the newer version" in history.store[result.head].message
+
+
+# --- names a disk cannot hold side by side ------------------------------------------------------------
+
+
+def test_names_differing_in_case_keep_the_first_by_bytes(history: History) -> None:
+    _, left, right = _fork(history, {}, {"Readme": b"ours"}, {"README": b"theirs"})
+    result = history.merge(left, right)
+    assert history.files(result.head) == {"README": b"theirs", f"Readme.sync-conflict-{STAMP}-{SHORT_A}": b"ours"}
+    [conflict] = result.conflicts
+    assert (conflict.path, conflict.winner, conflict.loser, conflict.reason) == ("Readme", right, left, NAME_DIFFERS_ONLY_IN_CASE)
+
+
+def test_names_differing_in_unicode_normalisation_collide(history: History) -> None:
+    composed, decomposed = "caf\u00e9.txt", "cafe\u0301.txt"
+    _, left, right = _fork(history, {}, {composed: b"nfc"}, {decomposed: b"nfd"})
+    files = history.files(history.merge(left, right).head)
+    assert files[decomposed] == b"nfd"  # "e" sorts before "\u00e9"
+    assert files[f"caf\u00e9.sync-conflict-{STAMP}-{SHORT_A}.txt"] == b"nfc"
+    assert len(files) == 2
+
+
+def test_a_file_where_the_other_side_has_a_folder_becomes_a_copy(history: History) -> None:
+    _, left, right = _fork(history, {}, {"x": b"file"}, {"x/y": b"inside"})
+    result = history.merge(left, right)
+    assert history.files(result.head) == {"x/y": b"inside", f"x.sync-conflict-{STAMP}-{SHORT_A}": b"file"}
+    [conflict] = result.conflicts
+    assert (conflict.path, conflict.winner, conflict.loser, conflict.reason) == ("x", None, left, FOLDER_OF_SAME_NAME)
+
+
+def test_a_modified_file_survives_the_other_side_turning_it_into_a_folder(history: History) -> None:
+    base = history.commit(None, {"x": b"base"}, device=DEVICE_C, time=T - 100)
+    modified = history.commit(base, {"x": b"modified"}, device=DEVICE_B, time=T + 1)
+    removed = history.commit(base, {"x": None}, device=DEVICE_A, time=T)
+    folder = history.commit(removed, {"x/y": b"inside"}, device=DEVICE_A, time=T + 5)
+    files = history.files(history.merge(folder, modified).head)
+    assert files == {"x/y": b"inside", f"x.sync-conflict-20231114-221321-{SHORT_B}": b"modified"}
+
+
+def test_a_file_whose_name_folds_to_a_folder_name_becomes_a_copy(history: History) -> None:
+    _, left, right = _fork(history, {}, {"docs/a": b"a"}, {"DOCS": b"file"})
+    files = history.files(history.merge(left, right).head)
+    assert files == {"docs/a": b"a", "DOCS.sync-conflict-20231114-221321-" + SHORT_B: b"file"}
+
+
+# --- criss-cross: several merge bases ---------------------------------------------------------------
+
+
+def test_criss_cross_history_merges_against_the_virtual_base(history: History) -> None:
+    """With either real base alone, f and g would both look changed on both sides and conflict."""
+    base = history.commit(None, {"f": b"o", "g": b"o"}, device=DEVICE_C, time=T)
+    a1 = history.commit(base, {"f": b"a1"}, device=DEVICE_A, time=T + 10)
+    b1 = history.commit(base, {"g": b"b1"}, device=DEVICE_B, time=T + 11)
+    a1_more = history.commit(a1, {"h": b"h"}, device=DEVICE_A, time=T + 12)
+    a2 = history.merge(a1, b1).head
+    b2 = history.merge(b1, a1_more).head
+    a3 = history.commit(a2, {"f": b"a3"}, device=DEVICE_A, time=T + 20)
+    b3 = history.commit(b2, {"g": b"b3"}, device=DEVICE_B, time=T + 21)
+    result = history.merge(a3, b3)
+    assert result.conflicts == []
+    assert history.files(result.head) == {"f": b"a3", "g": b"b3", "h": b"h"}
+    assert history.merge(b3, a3).head == result.head
+
+
+def test_unrelated_histories_merge_against_an_empty_base(history: History) -> None:
+    mine = history.commit(None, {"same": b"s", "f": b"mine"}, device=DEVICE_A, time=T)
+    yours = history.commit(None, {"same": b"s", "f": b"yours"}, device=DEVICE_B, time=T + 1)
+    files = history.files(history.merge(mine, yours).head)
+    assert files == {"same": b"s", "f": b"yours", f"f.sync-conflict-{STAMP}-{SHORT_A}": b"mine"}
+
+
+# --- hostile or incomplete input --------------------------------------------------------------------
+
+
+def _rewritten(history: History, commit_id: bytes, **fields) -> bytes:
+    """The commit with some fields replaced, as a hostile or broken peer could send it."""
+    commit = history.store[commit_id]
+    for name, value in fields.items():
+        setattr(commit, name, value)
+    history.store.add_object(commit)
+    return commit.id
+
+
+def test_a_head_with_an_unsafe_tree_is_refused(history: History) -> None:
+    mine = history.commit(None, {"a": b"1"}, device=DEVICE_A, time=T)
+    blob = Blob.from_string(b"[core]\n\tfsmonitor = evil\n")
+    git_dir = Tree()
+    git_dir.add(b"config", 0o100644, blob.id)
+    root = Tree()
+    root.add(b".GIT", 0o040000, git_dir.id)
+    for obj in (blob, git_dir, root):
+        history.store.add_object(obj)
+    hostile = _rewritten(history, history.commit(None, {}, device=DEVICE_B, time=T), tree=root.id)
+    with pytest.raises(UnsafePathError, match=r"'\.GIT'"):
+        merge_heads(history.store, mine, hostile)
+    with pytest.raises(UnsafePathError, match=r"'\.GIT'"):
+        merge_heads(history.store, hostile, mine)
+
+
+def test_a_missing_parent_is_a_clear_error(history: History) -> None:
+    mine = history.commit(None, {"a": b"1"}, device=DEVICE_A, time=T)
+    orphan = _rewritten(history, history.commit(None, {"a": b"2"}, device=DEVICE_B, time=T + 1), parents=[b"9" * 40])
+    with pytest.raises(MergeError, match="object 9{40} is missing"):
+        merge_heads(history.store, mine, orphan)
+
+
+# --- real git accepts what we write -----------------------------------------------------------------
+
+
+def test_merged_objects_pass_git_fsck_strict_and_git_agrees_on_the_merge_bases(tmp_path: Path) -> None:
+    repo = Repo.init(str(tmp_path), mkdir=False)
+    history = History(repo.object_store)
+    base = history.commit(None, {"f.txt": b"o", "g": b"o", "d/x": b"x", ".bashrc": b"b"}, device=DEVICE_C, time=T)
+    a1 = history.commit(base, {"f.txt": b"a1", "Case": b"A"}, device=DEVICE_A, time=T + 10)
+    b1 = history.commit(base, {"g": b"b1", "d/x": None, "d": b"file now", "CASE": b"B"}, device=DEVICE_B, time=T + 11)
+    a1_more = history.commit(a1, {"d/x": b"x2", ".bashrc": b"a"}, device=DEVICE_A, time=T + 12)
+    a2 = history.merge(a1, b1).head
+    b2 = history.merge(b1, a1_more).head
+    a3 = history.commit(a2, {"f.txt": b"a3", ".bashrc": b"a3"}, device=DEVICE_A, time=T + 20)
+    b3 = history.commit(b2, {".bashrc": b"b3"}, device=DEVICE_B, time=T + 21)
+    result = history.merge(a3, b3)
+    repo.refs[b"refs/heads/main"] = result.head
+    repo.refs.set_symbolic_ref(b"HEAD", b"refs/heads/main")
+
+    git_fsck_strict(tmp_path)
+    git_bases = subprocess.run(
+        ["git", "-C", str(tmp_path), "merge-base", "--all", a3.decode(), b3.decode()],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    assert sorted(git_bases) == sorted([a1.decode(), b1.decode()])  # criss-cross: two merge bases
+    assert set(history.store[result.head].parents) == {a3, b3}
+    assert all(obj.id in repo.object_store for obj in result.new_objects)
+
+
+# --- conflict names ----------------------------------------------------------------------------------
+
+
+def test_copy_names_add_the_content_hash_then_a_number() -> None:
+    names = conflict_copy_names("dir/a.txt", T, DEVICE_A, b"0123456789abcdef")
+    assert [next(names) for _ in range(4)] == [
+        f"dir/a.sync-conflict-{STAMP}-{SHORT_A}.txt",
+        f"dir/a.sync-conflict-{STAMP}-{SHORT_A}-0123456.txt",
+        f"dir/a.sync-conflict-{STAMP}-{SHORT_A}-0123456-2.txt",
+        f"dir/a.sync-conflict-{STAMP}-{SHORT_A}-0123456-3.txt",
+    ]
+
+
+@pytest.mark.parametrize("path", ["a.txt", "Makefile", ".bashrc", "archive.tar.gz", "dir.d/x.y.z", "file.", "..."])
+def test_every_candidate_copy_name_leads_back_to_its_origin(path: str) -> None:
+    names = conflict_copy_names(path, T, DEVICE_A, b"0123456789abcdef")
+    for _ in range(4):
+        assert conflict_copy_origin(next(names)) == path
+    assert conflict_copy_origin(path) is None
+
+
+def test_a_copy_name_fits_a_file_name_and_holds_no_separator() -> None:
+    long_name = "é" * 200 + ".txt"
+    name = next(conflict_copy_names("dir/" + long_name, T, "we/ird@device", b"abcdef0123456"))
+    assert name.startswith("dir/")
+    assert len(name.removeprefix("dir/").encode()) <= 255
+    assert name.endswith(f".sync-conflict-{STAMP}-weirdde.txt")
+
+
+def test_copy_names_survive_times_no_calendar_holds() -> None:
+    assert "19700101-000000" in next(conflict_copy_names("a", -5, DEVICE_A, b"abcdef0"))
+    assert "99991231-235959" in next(conflict_copy_names("a", 2**62, DEVICE_A, b"abcdef0"))
+
+
+# --- properties: symmetry and convergence over random histories -------------------------------------
+
+PATHS = ["a.txt", "A.txt", "b", "d", "d/e", "d/f"]
+
+
+class _Replicas:
+    """Three replicas editing and merging at the pure-merge level, tracking which versions must survive."""
+
+    def __init__(self, shared_root: bool) -> None:
+        self.history = History()
+        self.clock = T
+        root = self.history.commit(None, {"b": b"root"}, device=DEVICE_C, time=T) if shared_root else None
+        self.heads: list[bytes | None] = [root, root, root]
+        self.devices = [DEVICE_A, DEVICE_B, DEVICE_C]
+        self.must_survive: dict[bytes, str] = {b"root": "b"} if shared_root else {}
+
+    def edit(self, replica: int, path: str, delete: bool) -> None:
+        head = self.heads[replica]
+        files = self.history.files(head) if head else {}
+        if delete and path not in files:
+            return
+        if not delete and any(p.startswith(path + "/") or path.startswith(p + "/") for p in files):
+            return  # a file and a folder of one name cannot both be on one disk
+        self.clock += 1
+        content = None if delete else f"v{self.clock} {path}".encode()
+        if path in files:
+            self.must_survive.pop(files[path], None)  # seen and replaced by this edit
+        if content is not None:
+            self.must_survive[content] = path
+        self.heads[replica] = self.history.commit(
+            head, {path: content}, device=self.devices[replica], time=self.clock
+        )
+
+    def pull(self, puller: int, giver: int) -> None:
+        mine, theirs = self.heads[puller], self.heads[giver]
+        if theirs is None:
+            return
+        if mine is None:
+            self.heads[puller] = theirs
+            return
+        result = self.history.merge(mine, theirs)
+        mirrored = merge_heads(self.history.store, theirs, mine)
+        assert mirrored.head == result.head
+        assert mirrored.conflicts == result.conflicts
+        self.heads[puller] = result.head
+
+    def converge(self) -> None:
+        for _ in range(3):
+            if len(set(self.heads)) == 1:
+                return
+            for puller in range(3):
+                for giver in range(3):
+                    if puller != giver:
+                        self.pull(puller, giver)
+        assert len(set(self.heads)) == 1
+
+
+_edit = st.tuples(st.just("edit"), st.integers(0, 2), st.sampled_from(PATHS), st.booleans())
+_pull = st.tuples(st.just("pull"), st.integers(0, 2), st.integers(0, 2))
+_operation = st.one_of(_edit, _edit, _pull)  # edits twice as often: more concurrent changes to merge
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shared_root=st.booleans(), operations=st.lists(_operation, max_size=40))
+def test_replicas_converge_keeping_every_version_nobody_replaced(shared_root: bool, operations: list) -> None:
+    replicas = _Replicas(shared_root)
+    for operation in operations:
+        if operation[0] == "edit":
+            replicas.edit(*operation[1:])
+        elif operation[1] != operation[2]:
+            replicas.pull(*operation[1:])
+    replicas.converge()
+
+    final = replicas.heads[0]
+    files = replicas.history.files(final) if final else {}
+    for content, path in replicas.must_survive.items():
+        places = [p for p, c in files.items() if c == content]
+        assert any(p == path or conflict_copy_origin(p) == path for p in places), (content, path, files)
