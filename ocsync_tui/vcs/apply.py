@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from dulwich.object_store import BaseObjectStore, MemoryObjectStore, OverlayObjectStore
 from dulwich.refs import check_ref_format
 
 from ocsync_tui.errors import OcsyncError
@@ -69,13 +70,23 @@ def peer_ref(peer_name: str) -> bytes:
     return ref
 
 
-def _changed_paths(store, old_tree: bytes | None, new_tree: bytes | None) -> list[bytes]:
+def _changed_paths(store: BaseObjectStore, old_tree: bytes | None, new_tree: bytes | None) -> list[bytes]:
     old_files, new_files = flatten_tree(store, old_tree), flatten_tree(store, new_tree)
     return sorted(path for path in old_files.keys() | new_files.keys() if old_files.get(path) != new_files.get(path))
 
 
-def _tree(store, commit_id: bytes | None) -> bytes | None:
+def _tree(store: BaseObjectStore, commit_id: bytes | None) -> bytes | None:
     return store[commit_id].tree if commit_id else None
+
+
+def _merged_view(store: BaseObjectStore, merge: MergeResult) -> BaseObjectStore:
+    """The store as it will be once the merge's new trees and commit are written."""
+    if not merge.new_objects:
+        return store
+    made = MemoryObjectStore()
+    for obj in merge.new_objects:
+        made.add_object(obj)
+    return OverlayObjectStore([made, store])
 
 
 def _merge(folder: FolderRepo, ours: bytes | None, theirs: bytes) -> MergeResult:
@@ -114,7 +125,8 @@ def apply_bundle(
     for _ in range(_MAX_COMMIT_ROUNDS):
         ours = folder.head()
         merge = _merge(folder, ours, theirs)
-        touched = _changed_paths(store, _tree(store, ours), _tree(store, merge.head))
+        merged = _merged_view(store, merge)
+        touched = _changed_paths(merged, _tree(merged, ours), _tree(merged, merge.head))
         if not touched or not commit_pending(folder, identity, paths=touched).committed:
             break
     if merge.kind == "up-to-date" or merge.head == ours:

@@ -118,10 +118,9 @@ def test_a_conflict_keeps_both_versions_under_the_designed_name(tmp_path):
     bob.write("notes.txt", b"bob's version\n")
     bob.commit()
     loser, winner = loser_and_winner(alice, bob, "notes.txt")
-    copy_name = expected_copy_name(loser, "notes.txt")
+    expected = {"notes.txt": winner.files()["notes.txt"], expected_copy_name(loser, "notes.txt"): loser.files()["notes.txt"]}
     exchange(alice, bob, tmp_path / "bundles")
     assert alice.head() == bob.head()
-    expected = {"notes.txt": winner.files()["notes.txt"], copy_name: loser.files()["notes.txt"]}
     assert alice.files() == bob.files() == alice.head_files() == expected
     git_fsck_strict(alice.root)
     git_fsck_strict(bob.root)
