@@ -1,0 +1,258 @@
+"""Partially received blobs on disk, so a transfer resumes after either side restarts.
+
+A blob from peer P with SHA-256 H lives in the caller's directory as `P-H.part` (the data, at its
+final offsets, sparse) and `P-H.bitmap` (a header naming size, SHA-256 and granularity, then one bit
+per GRANULARITY-byte block that is fully on disk). `checkpoint()` fsyncs the data before it writes
+and fsyncs the bits that record it, so after a crash every set bit stands for durable bytes; bits
+only ever go from 0 to 1, so a torn bitmap write can only forget data, never invent it. Blocks only
+partly received when the process stopped are received again.
+
+Bytes are written once: a range that is already present is never rewritten, so the SHA-256 computed
+as data arrives (in order, reading back what arrived out of order) is the hash of the file on disk.
+`finish()` checks it against the offer and renames the file to `P-H.blob`; only then is it handed on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from pathlib import Path
+
+from ocsync_tui.errors import OcsyncError
+from ocsync_tui.net.ranges import RangeSet
+
+GRANULARITY = 4096
+_MAGIC = b"ocsp"
+_FORMAT_VERSION = 1
+_HEADER = struct.Struct("!4sBIQ32s")
+# How much out-of-order data one write may read back to advance the running hash; the rest waits
+# for later writes or finish(), so one call never stalls on a large re-read after a resume.
+_HASH_CATCH_UP_STEP = 1 << 20
+
+
+class PartialStoreError(OcsyncError):
+    pass
+
+
+class BlobVerificationError(OcsyncError):
+    pass
+
+
+def _set_blocks(bitmap: bytearray, first: int, end: int) -> None:
+    while first < end and first % 8:
+        bitmap[first // 8] |= 0x80 >> (first % 8)
+        first += 1
+    whole_end = end - end % 8
+    if whole_end > first:
+        bitmap[first // 8 : whole_end // 8] = b"\xff" * ((whole_end - first) // 8)
+        first = whole_end
+    while first < end:
+        bitmap[first // 8] |= 0x80 >> (first % 8)
+        first += 1
+
+
+def _block_runs(bitmap: bytes, block_count: int) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    run_start = -1
+    for index, value in enumerate(bitmap):
+        if value in (0, 0xFF):
+            blocks = [value == 0xFF] * 8
+        else:
+            blocks = [bool(value & (0x80 >> bit)) for bit in range(8)]
+        for bit, present in enumerate(blocks):
+            block = index * 8 + bit
+            if block >= block_count:
+                break
+            if present and run_start < 0:
+                run_start = block
+            elif not present and run_start >= 0:
+                runs.append((run_start, block))
+                run_start = -1
+    if run_start >= 0:
+        runs.append((run_start, block_count))
+    return runs
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class PartialStore:
+    """The directory of partial and verified blobs, keyed by (peer id, SHA-256)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise PartialStoreError(f"cannot create the transfer directory {directory}: {error.strerror}") from error
+
+    def _path(self, peer: bytes, sha256: bytes, suffix: str) -> Path:
+        return self.directory / f"{peer.hex()}-{sha256.hex()}{suffix}"
+
+    def completed_path(self, peer: bytes, sha256: bytes) -> Path | None:
+        """The verified blob, if it was finished and not yet removed."""
+        path = self._path(peer, sha256, ".blob")
+        return path if path.exists() else None
+
+    def open(self, peer: bytes, sha256: bytes, size: int) -> PartialFile:
+        """Resume the partial blob (or start an empty one); at most one PartialFile per key at a time."""
+        return PartialFile(
+            self._path(peer, sha256, ".part"),
+            self._path(peer, sha256, ".bitmap"),
+            self._path(peer, sha256, ".blob"),
+            sha256,
+            size,
+        )
+
+    def remove(self, peer: bytes, sha256: bytes) -> None:
+        """Forget the blob: the verified file once consumed, or a partial nobody will finish."""
+        for suffix in (".blob", ".part", ".bitmap"):
+            self._path(peer, sha256, suffix).unlink(missing_ok=True)
+
+
+class PartialFile:
+    def __init__(self, data_path: Path, bitmap_path: Path, final_path: Path, sha256: bytes, size: int) -> None:
+        self.data_path, self.bitmap_path, self.final_path = data_path, bitmap_path, final_path
+        self.sha256 = sha256
+        self.size = size
+        self.have = RangeSet()
+        self._block_count = -(-size // GRANULARITY)
+        self._hasher = hashlib.sha256()
+        self._hashed = 0
+        self._unrecorded = 0
+        self._data_fd = self._bitmap_fd = -1
+        try:
+            self._data_fd = os.open(data_path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._bitmap_fd = os.open(bitmap_path, os.O_RDWR | os.O_CREAT, 0o600)
+            if not self._load():
+                self._reset()
+        except OSError as error:
+            self.close()
+            raise PartialStoreError(f"cannot open the partial file {data_path}: {error.strerror}") from error
+
+    def _header(self) -> bytes:
+        return _HEADER.pack(_MAGIC, _FORMAT_VERSION, GRANULARITY, self.size, self.sha256)
+
+    def _load(self) -> bool:
+        expected = _HEADER.size + -(-self._block_count // 8)
+        recorded = os.pread(self._bitmap_fd, expected + 1, 0)
+        if len(recorded) != expected or recorded[: _HEADER.size] != self._header():
+            return False
+        if os.fstat(self._data_fd).st_size != self.size:
+            return False
+        for first, end in _block_runs(recorded[_HEADER.size :], self._block_count):
+            self.have.add(first * GRANULARITY, min(end * GRANULARITY, self.size))
+        self._catch_up_hash(self.size)
+        return True
+
+    def _reset(self) -> None:
+        os.ftruncate(self._data_fd, 0)
+        os.ftruncate(self._data_fd, self.size)
+        os.ftruncate(self._bitmap_fd, 0)
+        os.pwrite(self._bitmap_fd, self._header() + bytes(-(-self._block_count // 8)), 0)
+        os.fsync(self._data_fd)
+        os.fsync(self._bitmap_fd)
+        _fsync_directory(self.data_path.parent)
+
+    @property
+    def bytes_present(self) -> int:
+        return self.have.total()
+
+    @property
+    def is_complete(self) -> bool:
+        return self.have.first_end_from(0) >= self.size
+
+    @property
+    def unrecorded_bytes(self) -> int:
+        """Bytes written since the last checkpoint: what a crash now would make us receive again."""
+        return self._unrecorded
+
+    def ready(self, now: float) -> bool:
+        """Whether a write now would not block; a slower store (a writer thread, a test's slow disk)
+        says no until it catches up, and the transfer core buffers and shrinks its receive window."""
+        return True
+
+    def write(self, offset: int, data: bytes) -> int:
+        """Store data at offset, skipping what is already present; return how many bytes were new."""
+        end = offset + len(data)
+        if end > self.size or offset < 0:
+            raise PartialStoreError(f"data at {offset}..{end} lies beyond the blob's {self.size} bytes")
+        have = self.have
+        if offset >= have.last_end():
+            os.pwrite(self._data_fd, data, offset)
+            added = have.add(offset, end)
+        else:
+            added = 0
+            view = memoryview(data)
+            for gap_start, gap_end in have.gaps(offset, end):
+                os.pwrite(self._data_fd, view[gap_start - offset : gap_end - offset], gap_start)
+                added += have.add(gap_start, gap_end)
+        self._unrecorded += added
+        if added and offset <= self._hashed < end:
+            self._hasher.update(memoryview(data)[self._hashed - offset :])
+            self._hashed = end
+            self._catch_up_hash(_HASH_CATCH_UP_STEP)
+        return added
+
+    def _catch_up_hash(self, limit: int) -> None:
+        """Hash data already on disk that continues the hashed prefix, reading at most `limit` bytes."""
+        target = min(self.have.first_end_from(self._hashed), self._hashed + limit)
+        while self._hashed < target:
+            block = os.pread(self._data_fd, min(target - self._hashed, 1 << 20), self._hashed)
+            if not block:
+                raise PartialStoreError(f"{self.data_path} is shorter than what was recorded in it")
+            self._hasher.update(block)
+            self._hashed += len(block)
+
+    def checkpoint(self) -> None:
+        """Make everything written so far durable, data first, then the bits that record it."""
+        if not self._unrecorded:
+            return
+        os.fsync(self._data_fd)
+        bitmap = bytearray(-(-self._block_count // 8))
+        for start, end in self.have:
+            first_block = -(-start // GRANULARITY)
+            end_block = self._block_count if end == self.size else end // GRANULARITY
+            if end_block > first_block:
+                _set_blocks(bitmap, first_block, end_block)
+        os.pwrite(self._bitmap_fd, bitmap, _HEADER.size)
+        os.fsync(self._bitmap_fd)
+        self._unrecorded = 0
+
+    def finish(self) -> Path:
+        """Verify the whole against the offered SHA-256 and move it to its final name; return that path.
+
+        Raises BlobVerificationError on a mismatch (the caller discards the partial: which bytes are
+        wrong cannot be known) and PartialStoreError if data is missing.
+        """
+        if not self.is_complete:
+            raise PartialStoreError(f"{self.data_path} is not complete ({self.bytes_present} of {self.size} bytes)")
+        self._catch_up_hash(self.size)
+        if self._hasher.digest() != self.sha256:
+            raise BlobVerificationError(
+                f"received data does not match SHA-256 {self.sha256.hex()[:16]}…; the transfer must start over"
+            )
+        os.fsync(self._data_fd)
+        os.replace(self.data_path, self.final_path)
+        self.close()
+        self.bitmap_path.unlink(missing_ok=True)
+        _fsync_directory(self.final_path.parent)
+        return self.final_path
+
+    def discard(self) -> None:
+        self.close()
+        self.data_path.unlink(missing_ok=True)
+        self.bitmap_path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        for name in ("_data_fd", "_bitmap_fd"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                os.close(fd)
+                setattr(self, name, -1)
