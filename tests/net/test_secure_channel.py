@@ -1,0 +1,365 @@
+"""SecureChannel between two (or three) devices through the seeded fake link, under a fake clock."""
+
+import os
+import random
+
+import nacl.signing
+import pytest
+
+from ocsync_tui.net import codec, handshake
+from ocsync_tui.net.events import (
+    PayloadReceived,
+    PeerEndpointChanged,
+    SessionEstablished,
+    SessionLost,
+    UnknownDeviceAttempt,
+)
+from ocsync_tui.net.secure_channel import TRANSPORT_OVERHEAD, PeerKeyError, SecureChannel, UnknownPeerError
+from ocsync_tui.net.session import SessionLimits
+from ocsync_tui.net.unknown_devices import UnknownDevices
+from tests.net.fake_link import FakeNetwork, LinkConditions
+
+ALICE_ADDRESS = ("198.51.100.1", 44996)
+BOB_ADDRESS = ("203.0.113.2", 44996)
+CAROL_ADDRESS = ("198.51.100.3", 44996)
+NO_JITTER = SessionLimits(rekey_timeout_jitter=0.0)
+
+
+def seeded_bytes(seed):
+    return random.Random(seed).randbytes
+
+
+def signing_key(seed):
+    return nacl.signing.SigningKey(random.Random(f"device {seed}").randbytes(32))
+
+
+def public(key):
+    return bytes(key.verify_key)
+
+
+ALICE, BOB, CAROL = signing_key("alice"), signing_key("bob"), signing_key("carol")
+
+
+def make_pair(conditions=None, seed=0, limits=None, bob_options=None):
+    """Alice knows Bob's key and address; Bob knows Alice's key only (he learns her address)."""
+    network = FakeNetwork(seed=seed, conditions=conditions or LinkConditions())
+    alice = SecureChannel(ALICE, random_bytes=seeded_bytes(seed * 2 + 1), limits=limits)
+    bob = SecureChannel(BOB, random_bytes=seeded_bytes(seed * 2 + 2), limits=limits, **(bob_options or {}))
+    alice.add_peer(public(BOB), BOB_ADDRESS)
+    bob.add_peer(public(ALICE))
+    return network, network.attach(alice, ALICE_ADDRESS), network.attach(bob, BOB_ADDRESS)
+
+
+def payloads(node):
+    return [event.payload for event in node.events_of(PayloadReceived)]
+
+
+def sent_of_type(node, kind):
+    return [datagram for datagram in node.sent if datagram.data[0] == kind]
+
+
+def establish(network, alice, bob):
+    alice.core.connect(public(BOB), network.now)
+    assert network.run_until(lambda: bob.core.has_session(public(ALICE), network.now), 30)
+
+
+# --- handshake and data over a terrible network -------------------------------------------------
+
+
+@pytest.mark.parametrize("loss", [0.0, 0.05, 0.2])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sessions_and_payloads_survive_loss_duplication_reordering_corruption(loss, seed):
+    conditions = LinkConditions(loss=loss, duplicate=0.1, corrupt=0.05, delay=0.02, jitter=0.03)
+    network, alice, bob = make_pair(conditions, seed)
+    sent_to_bob = [b"to bob %d" % i for i in range(600)]
+    sent_to_alice = [b"to alice %d" % i for i in range(600)]
+    # Payloads sent before the handshake completes wait for it (the first 300), then it is live.
+    for index in range(600):
+        if index == 300:
+            assert network.run_until(lambda: bob.core.has_session(public(ALICE), network.now), 60)
+        alice.core.send(public(BOB), sent_to_bob[index], network.now)
+        if bob.core.has_session(public(ALICE), network.now):
+            bob.core.send(public(ALICE), sent_to_alice[index], network.now)
+        network.run_for(0.01)
+    network.run_for(2.0)
+
+    assert alice.events_of(SessionEstablished) and bob.events_of(SessionEstablished)
+    for received, sent in [(payloads(bob), sent_to_bob), (payloads(alice), sent_to_alice)]:
+        assert len(received) == len(set(received)), "a replayed or duplicated packet was accepted"
+        assert set(received) <= set(sent), "a corrupted packet was accepted"
+    assert len(payloads(bob)) >= (1 - loss) * 600 * 0.8
+    assert len(payloads(alice)) >= (1 - loss) * 300 * 0.8
+    # No amplification: nothing Bob answers with is larger than the initiations he answers.
+    answers = [d for d in bob.sent if d.data[0] in (codec.RESPONSE, codec.COOKIE_REPLY)]
+    assert all(len(d.data) <= codec.INITIATION_SIZE for d in answers)
+
+
+def test_responder_sends_only_after_the_initiator_used_the_keys():
+    network, alice, bob = make_pair()
+    alice.core.connect(public(BOB), network.now)
+    assert network.run_until(lambda: sent_of_type(bob, codec.RESPONSE), 1)
+    assert not bob.core.has_session(public(ALICE), network.now)
+    assert bob.core.seal(public(ALICE), b"early", network.now) is None
+    # Alice confirms the keys with a keepalive as soon as she has them.
+    assert network.run_until(lambda: bob.core.has_session(public(ALICE), network.now), 1)
+    assert bob.events_of(SessionEstablished) == [SessionEstablished(public(ALICE), ALICE_ADDRESS)]
+    assert payloads(bob) == [], "a keepalive is not a payload"
+
+
+def test_seal_and_open_fast_paths():
+    network, alice, bob = make_pair()
+    establish(network, alice, bob)
+    for size in (0, 1, 1200, 65000):
+        payload = os.urandom(size)
+        datagram, address = alice.core.seal(public(BOB), payload, network.now)
+        assert address == BOB_ADDRESS and len(datagram) == size + TRANSPORT_OVERHEAD
+        opened = bob.core.open_transport(datagram, ALICE_ADDRESS, network.now)
+        assert opened == (None if size == 0 else (public(ALICE), payload))
+        assert bob.core.open_transport(datagram, ALICE_ADDRESS, network.now) is None, "replay"
+
+
+# --- retransmission timers ------------------------------------------------------------------------
+
+
+def drop_everything(datagram):
+    return False
+
+
+def test_initiation_is_retransmitted_exactly_every_rekey_timeout():
+    network, alice, bob = make_pair(limits=NO_JITTER)
+    network.tap = drop_everything
+    alice.core.connect(public(BOB), network.now)
+    assert alice.core.get_timer() == 1005.0
+    network.run_for(21.0)
+    assert [d.time for d in sent_of_type(alice, codec.INITIATION)] == [1000.0, 1005.0, 1010.0, 1015.0, 1020.0]
+    initiations = {d.data for d in sent_of_type(alice, codec.INITIATION)}
+    assert len(initiations) == 5, "each attempt uses a fresh ephemeral key"
+
+
+def test_retransmission_jitter_comes_from_the_injected_randomness():
+    def random_bytes(size):
+        return b"\x80\x00" if size == 2 else os.urandom(size)  # jitter: half of the maximum
+
+    channel = SecureChannel(ALICE, random_bytes=random_bytes)
+    channel.add_peer(public(BOB), BOB_ADDRESS)
+    channel.connect(public(BOB), 1000.0)
+    assert channel.get_timer() == 1000.0 + 5.0 + 0.5 / 3
+
+
+def test_handshake_is_abandoned_after_rekey_attempt_time():
+    network, alice, bob = make_pair(limits=NO_JITTER)
+    network.tap = drop_everything
+    alice.core.send(public(BOB), b"never delivered", network.now)
+    network.run_for(120.0)
+    assert alice.events_of(SessionLost) == [
+        SessionLost(public(BOB), "no handshake answer within 90 s; 1 queued payloads dropped")
+    ]
+    times = [d.time for d in sent_of_type(alice, codec.INITIATION)]
+    assert times == [1000.0 + 5.0 * n for n in range(18)]
+    assert alice.core.get_timer() is None
+
+
+# --- what is answered and what is not -------------------------------------------------------------
+
+
+def test_replayed_initiation_gets_no_response_and_keeps_the_session():
+    network, alice, bob = make_pair()
+    establish(network, alice, bob)
+    initiation = sent_of_type(alice, codec.INITIATION)[0].data
+    answered_before = len(bob.sent)
+    for source in (ALICE_ADDRESS, CAROL_ADDRESS):
+        network.inject(initiation, source, BOB_ADDRESS)
+    network.run_for(1.0)
+    assert len(bob.sent) == answered_before
+    assert not bob.events_of(PeerEndpointChanged)[1:], "a replay must not move the peer"
+    alice.core.send(public(BOB), b"still here", network.now)
+    assert network.run_until(lambda: payloads(bob) == [b"still here"], 1)
+
+
+def test_forged_mac1_gets_no_response():
+    network, alice, bob = make_pair()
+    network.tap = lambda datagram: datagram.destination != BOB_ADDRESS
+    alice.core.connect(public(BOB), network.now)
+    network.run_for(0.1)
+    initiation = bytearray(sent_of_type(alice, codec.INITIATION)[0].data)
+    initiation[-20] ^= 0x01
+    network.tap = None
+    network.inject(bytes(initiation), ALICE_ADDRESS, BOB_ADDRESS)
+    network.run_for(1.0)
+    assert bob.sent == [] and bob.events == []
+
+
+def test_an_initiator_that_does_not_know_our_key_gets_nothing():
+    network, alice, bob = make_pair()
+    alice.core.add_peer(public(CAROL), BOB_ADDRESS)  # believes Carol's key lives at Bob's address
+    alice.core.connect(public(CAROL), network.now)
+    network.run_for(1.0)
+    assert bob.sent == [] and bob.events == []
+    assert len(bob.core.unknown_devices) == 0
+
+
+def test_under_load_a_cookie_reply_comes_first_and_no_diffie_hellman(monkeypatch):
+    network, alice, bob = make_pair(limits=NO_JITTER, bob_options={"cookie_threshold": 0})
+    network.tap = lambda datagram: datagram.destination != BOB_ADDRESS
+    alice.core.connect(public(BOB), network.now)
+    network.run_for(0.1)
+    network.tap = None
+    initiation = sent_of_type(alice, codec.INITIATION)[0].data
+
+    calls = []
+    real_dh = handshake.dh
+    monkeypatch.setattr(handshake, "dh", lambda *args: calls.append(args) or real_dh(*args))
+    bob.core.receive_datagram(initiation, ALICE_ADDRESS, network.now)
+    monkeypatch.undo()
+    assert calls == [], "the responder did Diffie-Hellman for an unproven address"
+    (reply, destination), = bob.core.datagrams_to_send(network.now)
+    assert reply[0] == codec.COOKIE_REPLY and destination == ALICE_ADDRESS
+    assert len(reply) < len(initiation)
+    # The initiator keeps the cookie; its next attempt (at REKEY_TIMEOUT) carries a valid mac2.
+    alice.core.receive_datagram(reply, BOB_ADDRESS, network.now)
+    assert network.run_until(lambda: bob.core.has_session(public(ALICE), network.now), 10)
+    responses = sent_of_type(bob, codec.RESPONSE)
+    assert responses and responses[0].time >= 1005.0
+    assert not sent_of_type(bob, codec.COOKIE_REPLY), "the mac2 of the retry was accepted at once"
+
+
+def test_garbage_truncations_forgeries_and_replays_are_dropped_silently():
+    network, alice, bob = make_pair()
+    establish(network, alice, bob)
+    alice.core.send(public(BOB), b"genuine", network.now)
+    network.run_for(0.1)
+    genuine = alice.sent[-1].data
+    bob_sent, bob_events = len(bob.sent), len(bob.events)
+    rng = random.Random(5)
+    hostile = [
+        b"",
+        b"\x04",
+        genuine[:31],
+        genuine[:-1],
+        genuine[:-1] + bytes([genuine[-1] ^ 1]),
+        genuine,  # a replay
+        genuine + b"\0",
+        b"\x04\x01\0\0" + bytes(70_000),
+        *(rng.randbytes(rng.randrange(200)) for _ in range(200)),
+        *(bytes([kind, 1, 0, 0]) + rng.randbytes(codec.INITIATION_SIZE - 4) for kind in range(1, 8)),
+    ]
+    for data in hostile:
+        network.inject(data, CAROL_ADDRESS, BOB_ADDRESS)
+    network.run_for(1.0)
+    assert len(bob.sent) == bob_sent and len(bob.events) == bob_events
+    alice.core.send(public(BOB), b"after the storm", network.now)
+    assert network.run_until(lambda: payloads(bob) == [b"genuine", b"after the storm"], 1)
+
+
+def test_commands_for_unknown_or_unusable_peers_raise_clear_errors():
+    channel = SecureChannel(ALICE)
+    with pytest.raises(UnknownPeerError):
+        channel.send(public(BOB), b"x", 0.0)
+    with pytest.raises(PeerKeyError):
+        channel.add_peer(b"\xff" * 32)
+    with pytest.raises(PeerKeyError):
+        channel.add_peer(public(ALICE))
+
+
+# --- roaming ------------------------------------------------------------------------------------
+
+
+def test_session_follows_the_peer_to_a_new_address_mid_stream():
+    network, alice, bob = make_pair(LinkConditions(loss=0.05, jitter=0.01), seed=4)
+    establish(network, alice, bob)
+    new_address = ("198.51.100.77", 50000)
+    for index in range(400):
+        if index == 200:
+            network.move(alice, new_address)
+        alice.core.send(public(BOB), b"a%d" % index, network.now)
+        bob.core.send(public(ALICE), b"b%d" % index, network.now)
+        network.run_for(0.01)
+    network.run_for(1.0)
+    assert bob.events_of(PeerEndpointChanged)[-1] == PeerEndpointChanged(public(ALICE), new_address)
+    assert bob.core.endpoint_of(public(ALICE)) == new_address
+    late_to_bob = [p for p in payloads(bob) if int(p[1:]) >= 200]
+    late_to_alice = [p for p in payloads(alice) if int(p[1:]) >= 220]
+    assert len(late_to_bob) > 150 and len(late_to_alice) > 150
+    assert not alice.events_of(SessionLost) and not bob.events_of(SessionLost)
+
+
+# --- unknown devices ----------------------------------------------------------------------------
+
+
+def test_unknown_device_is_reported_once_per_interval():
+    network, alice, bob = make_pair(limits=NO_JITTER, bob_options={
+        "unknown_devices": UnknownDevices(capacity=8, report_interval=62.5)
+    })
+    carol = SecureChannel(CAROL, random_bytes=seeded_bytes(9), limits=NO_JITTER)
+    carol.add_peer(public(BOB), BOB_ADDRESS)
+    carol_node = network.attach(carol, CAROL_ADDRESS)
+    carol.connect(public(BOB), network.now)
+    network.run_for(59.0)
+    assert bob.events == [UnknownDeviceAttempt(public(CAROL), CAROL_ADDRESS, 1)]
+    assert not any(d.destination == CAROL_ADDRESS for d in bob.sent), "an unknown device gets no answer"
+    network.run_for(10.0)
+    # Attempts arrive every 5 s; the 14th (at 65 s) is the first a full interval after the report.
+    assert bob.events[1:] == [UnknownDeviceAttempt(public(CAROL), CAROL_ADDRESS, 14)]
+    assert len(sent_of_type(carol_node, codec.INITIATION)) == 14
+
+
+def test_unknown_device_table_is_bounded():
+    table = UnknownDevices(capacity=3, report_interval=60.0)
+    keys = [public(signing_key(n)) for n in range(5)]
+    reports = [table.record(key, CAROL_ADDRESS, 1000.0 + n) for n, key in enumerate(keys)]
+    assert all(report is not None for report in reports)
+    assert len(table) == 3
+    assert [device.public_key for device in table] == keys[2:]
+    assert table.record(keys[4], CAROL_ADDRESS, 1010.0) is None
+
+
+# --- rekeying and expiry --------------------------------------------------------------------------
+
+
+def test_rekey_after_time_loses_nothing_in_flight():
+    limits = SessionLimits(rekey_after_time=20.0, reject_after_time=35.0, keepalive_timeout=5.0,
+                           rekey_timeout_jitter=0.0)
+    network, alice, bob = make_pair(LinkConditions(delay=0.2), limits=limits)
+    establish(network, alice, bob)
+    sent = []
+    for index in range(1000):
+        sent.append(b"%d" % index)
+        alice.core.send(public(BOB), sent[-1], network.now)
+        network.run_for(0.1)
+    network.run_for(1.0)
+    assert payloads(bob) == sent, "a packet sealed with the previous keys was lost during a rekey"
+    assert len(sent_of_type(alice, codec.INITIATION)) >= 5
+    assert not alice.events_of(SessionLost) and not bob.events_of(SessionLost)
+
+
+def test_rekey_after_message_count():
+    limits = SessionLimits(rekey_after_messages=50, rekey_timeout_jitter=0.0)
+    network, alice, bob = make_pair(limits=limits)
+    establish(network, alice, bob)
+    sent = [b"%d" % index for index in range(400)]
+    for payload in sent:
+        alice.core.send(public(BOB), payload, network.now)
+        network.run_for(0.01)
+    network.run_for(1.0)
+    assert payloads(bob) == sent
+    assert len(sent_of_type(alice, codec.INITIATION)) >= 1 + 400 // 50 - 1
+
+
+def test_keys_are_refused_after_reject_after_messages():
+    limits = SessionLimits(rekey_after_messages=2**40, reject_after_messages=20)
+    network, alice, bob = make_pair(limits=limits)
+    establish(network, alice, bob)
+    sealed = [alice.core.seal(public(BOB), b"x", network.now) for _ in range(25)]
+    assert sum(item is not None for item in sealed) == 20 - 1  # the confirming keepalive used one
+
+
+def test_an_idle_session_expires_after_reject_after_time():
+    network, alice, bob = make_pair(limits=NO_JITTER)
+    establish(network, alice, bob)
+    established = network.now
+    network.run_for(200.0)
+    for node, peer in ((alice, BOB), (bob, ALICE)):
+        (lost,) = node.events_of(SessionLost)
+        assert lost == SessionLost(public(peer), "session expired without being renewed")
+        assert not node.core.has_session(public(peer), network.now)
+    assert established + 180.0 - 0.1 <= network.now
