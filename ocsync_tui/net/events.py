@@ -74,3 +74,89 @@ class IntroductionFailed:
 
     endpoint: Address
     reason: str
+
+
+# --- transfers, liveness and path MTU: transfer.py, keepalive.py, pmtu.py -------------------------
+# `outgoing` is True on the giver's side. Transfer ids are chosen by the giver (random 64-bit).
+
+
+@dataclass(frozen=True, slots=True)
+class TransferOffered:
+    """The peer offers a blob: answer with TransferManager.accept or .decline."""
+
+    public_key: bytes
+    transfer_id: int
+    sha256: bytes
+    size: int
+    name: str
+    kind: str
+    metadata: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TransferProgress:
+    """At most every 100 ms per transfer. `rate_bps` is in bytes per second over the last interval."""
+
+    public_key: bytes
+    transfer_id: int
+    outgoing: bool
+    bytes_done: int
+    total: int
+    rate_bps: float
+
+
+@dataclass(frozen=True, slots=True)
+class TransferCompleted:
+    """The receiver verified the whole blob. `path` (receiver only) is the verified file, which the
+    engine removes through PartialStore.remove once it has consumed it; the giver may drop its blob."""
+
+    public_key: bytes
+    transfer_id: int
+    outgoing: bool
+    sha256: bytes
+    path: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransferFailed:
+    """The transfer cannot finish (the data did not match its SHA-256, a disk error); offer it anew."""
+
+    public_key: bytes
+    transfer_id: int
+    outgoing: bool
+    sha256: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferCancelled:
+    """The peer cancelled or declined the transfer (local cancels are not reported back)."""
+
+    public_key: bytes
+    transfer_id: int
+    outgoing: bool
+    sha256: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerUp:
+    """Authenticated traffic arrives from the peer (first contact, or after PeerDown)."""
+
+    public_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PeerDown:
+    """Nothing arrived from the peer for the allowed number of keepalive intervals."""
+
+    public_key: bytes
+    silent_for: float
+
+
+@dataclass(frozen=True, slots=True)
+class PathMtuChanged:
+    """The largest datagram (UDP payload) confirmed to reach the peer changed."""
+
+    public_key: bytes
+    max_datagram_size: int
