@@ -148,7 +148,7 @@ class SecureChannel:
         self._static = StaticKeyPair.from_private(static_private_key(seed_and_public))
         self._cookies = CookieChecker(self._static.public, random_bytes)
         self._load = HandshakeLoad(cookie_threshold)
-        self.unknown_devices = unknown_devices or UnknownDevices()
+        self.unknown_devices = unknown_devices if unknown_devices is not None else UnknownDevices()
         self._max_queued = max_queued_payloads
         self._peers: dict[bytes, _Peer] = {}
         self._peers_by_static: dict[bytes, _Peer] = {}
