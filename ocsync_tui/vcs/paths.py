@@ -7,6 +7,7 @@ folder marker. A disk that folds case or ignores some Unicode code points must n
 writing inside `.git`, so `.git` is compared the way such disks compare names.
 """
 
+import re
 import unicodedata
 
 from dulwich.errors import ObjectFormatException
@@ -30,10 +31,11 @@ _HFS_IGNORED = dict.fromkeys(
     + list(range(0x206A, 0x2070))
     + [0xFEFF]
 )
-# 8.3 short names NTFS may give these names ("GIT~1" is how Windows can spell ".git").
-_GIT_ALIASES = frozenset({".git", "git~1"})
-_GITMODULES_ALIASES = frozenset({".gitmodules", "gitmod~1"})
-_MARKER_ALIASES = frozenset({FOLDER_MARKER, "ocsync~1"})
+# Each name with the 8.3 short names NTFS may give it, as git's is_ntfs_dot_generic lists them: `.git`
+# is always first in its directory (so only GIT~1), the others may be ~1 to ~4 or a hashed fallback.
+_GIT = re.compile(r"\.git|git~1")
+_GITMODULES = re.compile(r"\.gitmodules|gitmod~[1-4]|gi7eba~[1-9][0-9]*")
+_MARKER = re.compile(re.escape(FOLDER_MARKER) + r"|ocsync~[1-4]")
 _TREE_OBJECT_TYPE = Tree.type_num
 
 
@@ -43,6 +45,10 @@ class UnsafePathError(OcsyncError):
 
 def _shown(path: bytes) -> str:
     return repr(path.decode("utf-8", "backslashreplace"))
+
+
+def _aliases_match(pattern: re.Pattern[str], aliases: set[str]) -> bool:
+    return any(pattern.fullmatch(alias) for alias in aliases)
 
 
 def _disk_aliases(name: str) -> set[str]:
@@ -72,11 +78,11 @@ def _refusal(name: bytes, *, top_level: bool, mode: int) -> str | None:
     if text in (".", ".."):
         return f"{text!r} is not a file name"
     aliases = _disk_aliases(text)
-    if aliases & _GIT_ALIASES:
+    if _aliases_match(_GIT, aliases):
         return "a disk may read it as '.git', git's own directory"
-    if mode == SYMLINK_MODE and aliases & _GITMODULES_ALIASES:
+    if mode == SYMLINK_MODE and _aliases_match(_GITMODULES, aliases):
         return "a symbolic link named '.gitmodules' is refused by git"
-    if top_level and aliases & _MARKER_ALIASES:
+    if top_level and _aliases_match(_MARKER, aliases):
         return f"{FOLDER_MARKER!r} is the folder marker, which is never synced"
     return None
 

@@ -415,9 +415,10 @@ class _Replicas:
         if mine is None:
             self.heads[puller] = theirs
             return
-        result = self.history.merge(mine, theirs)
         mirrored = merge_heads(self.history.store, theirs, mine)
+        result = self.history.merge(mine, theirs)
         assert mirrored.head == result.head
+        assert [obj.id for obj in mirrored.new_objects] == [obj.id for obj in result.new_objects]
         assert mirrored.conflicts == result.conflicts
         self.heads[puller] = result.head
 

@@ -1,8 +1,10 @@
+import subprocess
 import unicodedata
 
 import pytest
 from dulwich.object_store import MemoryObjectStore
 from dulwich.objects import Blob, Tree
+from dulwich.repo import Repo
 
 from ocsync_tui.errors import OcsyncError
 from ocsync_tui.vcs.paths import (
@@ -28,6 +30,9 @@ from ocsync_tui.vcs.paths import (
         b"back\\slash",
         b"trailing dot.",
         b"...",
+        b"git~2",
+        b"ocsync~5",
+        b"sub/ocsync~1",
     ],
 )
 def test_ordinary_paths_are_accepted(path: bytes) -> None:
@@ -66,6 +71,7 @@ def test_ordinary_paths_are_accepted(path: bytes) -> None:
         (b".OCSYNC-Folder", "folder marker"),
         (b".ocsync-folder.", "folder marker"),
         (b"ocsync~1", "folder marker"),
+        (b"OCSYNC~4", "folder marker"),
     ],
 )
 def test_unsafe_paths_are_refused_with_a_one_line_message_naming_them(path: bytes, reason: str) -> None:
@@ -83,6 +89,9 @@ def test_a_symlink_named_gitmodules_is_refused_but_a_file_is_not() -> None:
     with pytest.raises(UnsafePathError, match="gitmodules"):
         validate_tree_path(b"sub/.GitModules", mode=SYMLINK_MODE)
     assert validate_tree_path(b".gitmodules/inside", mode=SYMLINK_MODE) == ".gitmodules/inside"
+    for alias in (b"GITMOD~2", b"gi7eba~12", b".gitmodules. ", b".git\xe2\x80\x8cmodules"):
+        with pytest.raises(UnsafePathError, match="gitmodules"):
+            validate_tree_path(alias, mode=SYMLINK_MODE)
 
 
 def _raw_tree(store: MemoryObjectStore, entries: list[tuple[bytes, int, bytes]]) -> bytes:
@@ -195,3 +204,28 @@ def test_collision_key_equates_case_and_unicode_normalisation_only() -> None:
     assert collision_key("Å") == collision_key("å")
     assert collision_key("readme") != collision_key("read me")
     assert collision_key("a/b") != collision_key("a-b")
+
+
+def test_every_name_real_git_refuses_we_refuse_too(tmp_path) -> None:
+    names = [
+        b".git", b".GIT", b".git.", b".git ", b"git~1", b"GIT~1", ".g\u200cit".encode(), "\ufeff.git".encode(),
+        b".git::$INDEX_ALLOCATION", b"a\\.git", b".", b"..", b"ok.txt", b".gitignore", b"git~2", b".gitx",
+    ]
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    repo = Repo(str(tmp_path))
+    blob = Blob.from_string(b"x")
+    repo.object_store.add_object(blob)
+    tree_of = {name: _raw_tree(repo.object_store, [(name, 0o100644, blob.id)]) for name in names}
+    report = subprocess.run(
+        ["git", "-C", str(tmp_path), "fsck", "--strict", "--no-dangling"], capture_output=True, text=True
+    )
+    refused_by_git = {name for name, tree_id in tree_of.items() if tree_id.decode() in report.stdout + report.stderr}
+    refused_by_us = set()
+    for name, tree_id in tree_of.items():
+        try:
+            validate_tree(repo.object_store, tree_id)
+        except UnsafePathError:
+            refused_by_us.add(name)
+    assert {b".git", b"git~1", b"..", b"."} <= refused_by_git  # the comparison means something
+    assert refused_by_git <= refused_by_us
+    assert not refused_by_us & {b"ok.txt", b".gitignore", b"git~2", b".gitx"}
