@@ -29,10 +29,13 @@ from pathlib import Path
 import trio
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: `tests.e2e.netlab`
+
 from ocsync_tui.net.codec import TRANSPORT_HEADER, TRANSPORT_HEADER_SIZE, TRANSPORT_OVERHEAD
 from ocsync_tui.net.lossy_link import Impairments, LossyLink
 from ocsync_tui.net.session import ReplayWindow
 from ocsync_tui.net.udp_socket import open_udp_socket
+from tests.e2e.netlab import netns_available, tcp_goodput, two_hosts
 
 MB = 1_000_000
 BENCH_KEY = bytes(range(32))
@@ -159,6 +162,26 @@ async def measure_link_ceiling(seconds: float, datagram_size: int) -> float:
     return rate
 
 
+# --- the 100 Mbit/s link between two namespaces --------------------------------------------------
+
+LINK_MBIT = 100
+# One bandwidth-delay product at the largest RTT we test (40 ms), and then some.
+LINK_QUEUE_BYTES = int(LINK_MBIT * 1_000_000 / 8 * 0.05)
+
+
+def bench_netlab(arguments: argparse.Namespace) -> dict[str, object]:
+    if not netns_available():
+        print("netlab: skipped (needs root, iproute2 and network namespaces)", flush=True)
+        return {"netlab": "skipped"}
+    total = min(arguments.size_mb, 100) * MB
+    figures: dict[str, object] = {}
+    with two_hosts("bench", rate_mbit=LINK_MBIT, queue_bytes=LINK_QUEUE_BYTES) as lab:
+        tcp = [tcp_goodput(lab, total) / MB for _ in range(arguments.runs)]
+        figures["netlab_tcp_MBps"] = median(tcp)
+        print(f"netlab: TCP {figures['netlab_tcp_MBps']} MB/s over {LINK_MBIT} Mbit/s (runs {tcp})", flush=True)
+    return figures
+
+
 # --- main ------------------------------------------------------------------------------------------
 
 
@@ -191,6 +214,8 @@ def main() -> None:
         rates = [measure_blast("127.0.0.1", arguments.size_mb * MB, arguments.datagram_size) for _ in range(arguments.runs)]
         figures["blast_ceiling_MBps"] = median(rates)
         print(f"encrypted blast ceiling: {figures['blast_ceiling_MBps']} MB/s (runs {rates})", flush=True)
+    if "netlab" in parts:
+        figures.update(bench_netlab(arguments))
     print(json.dumps(figures))
 
 
