@@ -116,7 +116,7 @@ def create_bundle(folder: FolderLike, since: list[str], out: Path) -> BundleInfo
     boundary = sorted({parent for commit in commits for parent in commit.parents if parent not in sent})
     if not commits:
         boundary = [head]  # empty difference: the receiver proves it has main, and gets just the ref
-    planned = _plan_objects(repo.object_store, commits)
+    planned = _plan_objects(repo.object_store, commits, boundary)
     object_count = len(commits) + len(planned)
 
     header = bytearray(_HEADER_V2)
@@ -162,17 +162,21 @@ def _subject(commit: Commit) -> bytes:
     return commit.message.split(b"\n", 1)[0].replace(b"\r", b"")
 
 
-def _plan_objects(store, commits: list[Commit]) -> list[_PlannedObject]:
+def _plan_objects(store, commits: list[Commit], boundary: list[bytes]) -> list[_PlannedObject]:
     """Trees and blobs the receiver lacks, parents' first, each with its same-path base candidate.
 
     An entry equal to what some parent has at its path is already with the receiver or earlier in the
     pack (parents come first), so only entries that differ from every parent are sent; this is what
-    keeps a bundle of per-file commits proportional to the changes, not to the folder.
+    keeps a bundle of per-file commits proportional to the changes, not to the folder. An entry new at
+    its path (a rename or copy) is looked up among everything the boundary commits reach, so moving a
+    large file does not send it again.
     """
     planned: list[_PlannedObject] = []
     seen: set[bytes] = set()
+    receiver_has: set[bytes] | None = None
 
     def visit(tree_id: bytes, parent_tree_ids: list[bytes | None], base: bytes | None) -> None:
+        nonlocal receiver_has
         if tree_id in seen:
             return
         seen.add(tree_id)
@@ -188,6 +192,11 @@ def _plan_objects(store, commits: list[Commit]) -> list[_PlannedObject]:
             is_tree = stat.S_ISDIR(mode)
             same_kind = [entry[1] if entry is not None and stat.S_ISDIR(entry[0]) == is_tree else None for entry in at_path]
             base = next((candidate for candidate in same_kind if candidate is not None), None)
+            if base is None:
+                if receiver_has is None:
+                    receiver_has = _reachable_from_trees(store, [store[commit_id].tree for commit_id in boundary])
+                if sha in receiver_has:
+                    continue
             if is_tree:
                 visit(sha, same_kind, base)
             elif sha not in seen:
@@ -199,6 +208,23 @@ def _plan_objects(store, commits: list[Commit]) -> list[_PlannedObject]:
         if commit.tree not in parent_trees:
             visit(commit.tree, list(parent_trees), parent_trees[0] if parent_trees else None)
     return planned
+
+
+def _reachable_from_trees(store, tree_ids: list[bytes]) -> set[bytes]:
+    """Ids of the given trees and of every tree and blob they reach."""
+    reached: set[bytes] = set()
+    pending = list(tree_ids)
+    while pending:
+        tree_id = pending.pop()
+        if tree_id in reached:
+            continue
+        reached.add(tree_id)
+        for _name, mode, sha in store[tree_id].iteritems():
+            if stat.S_ISDIR(mode):
+                pending.append(sha)
+            elif not S_ISGITLINK(mode):
+                reached.add(sha)
+    return reached
 
 
 def _entries(store, tree_id: bytes | None) -> dict[bytes, tuple[int, bytes]]:

@@ -201,6 +201,27 @@ def test_one_byte_edit_of_a_large_file_gives_a_tiny_bundle(tmp_path: Path) -> No
     assert git(receiver.path, "cat-file", "blob", "main:video.bin") == bytes(content)
 
 
+def test_a_renamed_large_file_is_not_sent_again(tmp_path: Path) -> None:
+    folder = new_folder(tmp_path / "source")
+    content = random.Random(2).randbytes(1 << 20)
+    first = commit_file(folder, "old/name.bin", content, 1_700_000_000)
+    commit_file(folder, "new/name.bin", content, 1_700_000_001)  # the add of a rename comes first
+    git(folder.path, "rm", "-q", "old/name.bin")
+    git(folder.path, "commit", "-q", "-m", "delete old/name.bin")
+    folder = open_folder(folder.path)
+    out = tmp_path / "rename.bundle"
+    info = create_bundle(folder, [first.decode()], out)
+    assert info.size < 1024
+
+    receiver = clone_at(folder, first, tmp_path / "receiver")
+    git(receiver.path, "bundle", "verify", "-q", str(out))
+    with quarantined_import(receiver, out) as imported:
+        assert len(imported.new_commits) == 2
+    git(receiver.path, "update-ref", "refs/heads/main", info.head)
+    git_fsck_strict(receiver.path)
+    assert git(receiver.path, "cat-file", "blob", "main:new/name.bin") == content
+
+
 def test_our_thin_bundle_imports_through_the_quarantine(history, tmp_path: Path) -> None:
     folder, commits, side = history
     receiver = clone_at(folder, commits[2], tmp_path / "receiver")
