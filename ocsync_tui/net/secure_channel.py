@@ -345,7 +345,7 @@ class SecureChannel:
         for peer in list(self._peers.values()):
             if peer.retransmit_at is not None and now >= peer.retransmit_at:
                 if now - peer.attempts_began >= limits.rekey_attempt_time:
-                    self._give_up_handshake(peer)
+                    self._give_up_handshake(peer, now)
                 else:
                     self._send_initiation(peer, now)
             for keypair in peer.keypairs():
@@ -382,10 +382,12 @@ class SecureChannel:
             self._handshakes.pop(peer.handshake_index, None)
         peer.handshake, peer.handshake_index, peer.retransmit_at = None, 0, None
 
-    def _give_up_handshake(self, peer: _Peer) -> None:
+    def _give_up_handshake(self, peer: _Peer, now: float) -> None:
         self._clear_handshake(peer)
         dropped = len(peer.queue)
         peer.queue.clear()
+        if peer.current is not None and peer.current.usable_for_sending(now, self.limits):
+            return  # a failed rekey; the session still works and the next send tries again
         peer.established = False
         self._events.append(
             SessionLost(
@@ -526,7 +528,9 @@ class SecureChannel:
             peer.current = None
             if peer.established:
                 peer.established = False
-                self._events.append(SessionLost(peer.public_key, "session expired without being renewed"))
+                # With a renewal under way, its outcome is the news: SessionEstablished or SessionLost.
+                if peer.handshake is None:
+                    self._events.append(SessionLost(peer.public_key, "session expired without being renewed"))
         elif keypair is peer.previous:
             peer.previous = None
         elif keypair is peer.next:

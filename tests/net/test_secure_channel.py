@@ -363,3 +363,15 @@ def test_an_idle_session_expires_after_reject_after_time():
         assert lost == SessionLost(public(peer), "session expired without being renewed")
         assert not node.core.has_session(public(peer), network.now)
     assert established + 180.0 - 0.1 <= network.now
+
+
+def test_a_failed_renewal_reports_the_loss_once():
+    limits = SessionLimits(rekey_after_time=10.0, reject_after_time=20.0, rekey_timeout_jitter=0.0)
+    network, alice, bob = make_pair(limits=limits)
+    establish(network, alice, bob)
+    network.tap = drop_everything
+    network.run_for(11.0)
+    assert alice.core.seal(public(BOB), b"starts a renewal", network.now) is not None
+    network.run_for(200.0)
+    assert alice.events_of(SessionLost) == [SessionLost(public(BOB), "no handshake answer within 90 s")]
+    assert bob.events_of(SessionLost) == [SessionLost(public(ALICE), "session expired without being renewed")]
