@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
@@ -17,7 +17,7 @@ from tests.conftest import git_fsck_strict
 from tests.vcs.devices import Device, make_device
 
 NAMES = ["r0", "r1", "r2"]
-PATHS = ["a.txt", "b.txt", "dir/c.txt", "dir/sub/d", "e"]
+PATHS = ["a.txt", "dir/b.txt", "dir/sub/c"]
 MAX_SETTLE_ROUNDS = 6
 
 
@@ -73,17 +73,17 @@ class Replicas(RuleBasedStateMachine):
         device.delete(path)
         device.commit()
 
-    @rule(name=st.sampled_from(NAMES), target=st.sampled_from(PATHS), data=st.data())
-    def rename(self, name: str, target: str, data) -> None:
+    @rule(name=st.sampled_from(NAMES), destination=st.sampled_from(PATHS), data=st.data())
+    def rename(self, name: str, destination: str, data) -> None:
         device = self.devices[name]
-        existing = sorted(p for p in device.files() if p != target)
+        existing = sorted(p for p in device.files() if p != destination)
         if not existing:
             return
         source = data.draw(st.sampled_from(existing))
-        self.supersede(device, target)
-        destination = device.root / target
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        (device.root / source).rename(destination)
+        self.supersede(device, destination)
+        target = device.root / destination
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (device.root / source).rename(target)
         device.commit()
 
     @rule(sender=st.sampled_from(NAMES), receiver=st.sampled_from(NAMES))
@@ -94,7 +94,10 @@ class Replicas(RuleBasedStateMachine):
     def pull(self, receiver: Device, sender: Device) -> None:
         if sender.head() in (None, receiver.known_head_of(sender)):
             return
-        receiver.pull_from(sender, self.bundles)
+        report = receiver.pull_from(sender, self.bundles)
+        event(f"apply: {report.kind}")
+        if report.conflicts:
+            event("apply: with conflicts")
 
     def settle(self) -> None:
         for _ in range(MAX_SETTLE_ROUNDS):
@@ -136,8 +139,8 @@ class Replicas(RuleBasedStateMachine):
 
 
 Replicas.TestCase.settings = settings(
-    max_examples=12,
-    stateful_step_count=15,
+    max_examples=25,
+    stateful_step_count=20,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
