@@ -29,7 +29,8 @@ XNONCE_SIZE = 24
 # TAI64 labels seconds since 1970 offset by 2**62, plus the 10 leap seconds of 1972 as WireGuard does.
 _TAI64_EPOCH = 2**62 + 10
 _TIMESTAMP = struct.Struct(">QI")
-_COUNTER_NONCE = struct.Struct("<4xQ")
+# The AEAD nonce of a counter: 4 zero bytes and the 64-bit little-endian counter.
+COUNTER_NONCE = struct.Struct("<4xQ")
 
 
 class CryptoFailure(Exception):
@@ -59,17 +60,13 @@ def kdf(chaining_key: bytes, input_key_material: bytes, outputs: int) -> tuple[b
     return tuple(results)
 
 
-def counter_nonce(counter: int) -> bytes:
-    return _COUNTER_NONCE.pack(counter)
-
-
 def aead_encrypt(key: bytes, counter: int, plaintext: bytes, associated_data: bytes) -> bytes:
-    return ChaCha20Poly1305(key).encrypt(_COUNTER_NONCE.pack(counter), plaintext, associated_data)
+    return ChaCha20Poly1305(key).encrypt(COUNTER_NONCE.pack(counter), plaintext, associated_data)
 
 
 def aead_decrypt(key: bytes, counter: int, ciphertext: bytes, associated_data: bytes) -> bytes:
     try:
-        return ChaCha20Poly1305(key).decrypt(_COUNTER_NONCE.pack(counter), ciphertext, associated_data)
+        return ChaCha20Poly1305(key).decrypt(COUNTER_NONCE.pack(counter), ciphertext, associated_data)
     except InvalidTag:
         raise CryptoFailure("AEAD authentication failed") from None
 

@@ -64,7 +64,7 @@ from ocsync_tui.net.noise import (
     KEY_SIZE,
     TIMESTAMP_SIZE,
     CryptoFailure,
-    counter_nonce,
+    COUNTER_NONCE,
     dh,
     static_private_key,
     static_public_key,
@@ -83,7 +83,7 @@ _TIMESTAMP_STEP = 0.02
 _INDEX_SPACE = 2**32
 
 Address = Any
-_nonce = counter_nonce
+_nonce = COUNTER_NONCE.pack
 _pack_header = TRANSPORT_HEADER.pack
 _unpack_header = TRANSPORT_HEADER.unpack_from
 
@@ -100,7 +100,7 @@ class _Peer:
     __slots__ = (
         "public_key", "static_public", "static_static", "endpoint", "signer", "current", "previous", "next",
         "handshake", "handshake_index", "attempts_began", "retransmit_at", "greatest_timestamp",
-        "last_initiation_received", "queue", "established",
+        "last_initiation_received", "queue", "established", "awaiting_reply_since", "keepalive_due",
     )
 
     def __init__(self, public_key: bytes, static_public: bytes, static_static: bytes, endpoint: Address) -> None:
@@ -120,6 +120,11 @@ class _Peer:
         self.last_initiation_received = float("-inf")
         self.queue: deque[bytes] = deque()
         self.established = False
+        # WireGuard's two data timers: data sent and nothing heard for KEEPALIVE_TIMEOUT + REKEY_TIMEOUT
+        # means the peer lost our session (it restarted): handshake anew. Data received and nothing
+        # sent for KEEPALIVE_TIMEOUT: send a keepalive, so the other side's first timer stays quiet.
+        self.awaiting_reply_since: float | None = None
+        self.keepalive_due: float | None = None
 
     def keypairs(self) -> list[Keypair]:
         return [keypair for keypair in (self.current, self.previous, self.next) if keypair is not None]
@@ -254,6 +259,9 @@ class SecureChannel:
             return None
         counter = keypair.send_counter
         keypair.send_counter = counter + 1
+        peer.keepalive_due = None
+        if payload and peer.awaiting_reply_since is None:
+            peer.awaiting_reply_since = now
         datagram = _pack_header(TRANSPORT, VERSION, 0, keypair.remote_index, counter) + keypair.sender.encrypt(
             _nonce(counter), payload, None
         )
@@ -285,6 +293,9 @@ class SecureChannel:
             return None
         if not keypair.replay.accept(counter):
             return None
+        peer.awaiting_reply_since = None
+        if payload and peer.keepalive_due is None:
+            peer.keepalive_due = now + self.limits.keepalive_timeout
         if keypair is not peer.current:
             if keypair is peer.next:
                 self._confirm_next(peer, now)
@@ -351,6 +362,18 @@ class SecureChannel:
             for keypair in peer.keypairs():
                 if now - keypair.created >= limits.reject_after_time:
                     self._expire(peer, keypair)
+            if peer.keepalive_due is not None and now >= peer.keepalive_due:
+                peer.keepalive_due = None
+                sealed = self.seal(peer.public_key, b"", now)
+                if sealed is not None:
+                    self._outbox.append(sealed)
+            if (
+                peer.awaiting_reply_since is not None
+                and now >= peer.awaiting_reply_since + limits.keepalive_timeout + limits.rekey_timeout
+            ):
+                peer.awaiting_reply_since = None
+                if peer.handshake is None:
+                    self._begin_handshake(peer, now)
         self._introductions.handle_timer(now)
 
     # --- handshake ------------------------------------------------------------------------------
@@ -537,9 +560,14 @@ class SecureChannel:
             peer.next = None
 
     def _peer_deadline(self, peer: _Peer) -> float | None:
-        deadlines = [keypair.created + self.limits.reject_after_time for keypair in peer.keypairs()]
+        limits = self.limits
+        deadlines = [keypair.created + limits.reject_after_time for keypair in peer.keypairs()]
         if peer.retransmit_at is not None:
             deadlines.append(peer.retransmit_at)
+        if peer.keepalive_due is not None:
+            deadlines.append(peer.keepalive_due)
+        if peer.awaiting_reply_since is not None:
+            deadlines.append(peer.awaiting_reply_since + limits.keepalive_timeout + limits.rekey_timeout)
         return min(deadlines, default=None)
 
     # --- helpers --------------------------------------------------------------------------------

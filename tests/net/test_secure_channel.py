@@ -375,3 +375,41 @@ def test_a_failed_renewal_reports_the_loss_once():
     network.run_for(200.0)
     assert alice.events_of(SessionLost) == [SessionLost(public(BOB), "no handshake answer within 90 s")]
     assert bob.events_of(SessionLost) == [SessionLost(public(ALICE), "session expired without being renewed")]
+
+
+# --- data timers: peers that restart, streams that flow one way ------------------------------------
+
+
+def test_a_restarted_peer_is_reached_again_by_a_new_handshake():
+    network, alice, bob = make_pair(limits=NO_JITTER)
+    establish(network, alice, bob)
+    alice.core.send(public(BOB), b"before", network.now)
+    assert network.run_until(lambda: payloads(bob) == [b"before"], 1)
+    network.run_for(30.0)
+
+    # Bob restarts: same key, no memory of the session. Alice's packets are now dropped by him.
+    restarted = SecureChannel(BOB, random_bytes=seeded_bytes(99), limits=NO_JITTER)
+    restarted.add_peer(public(ALICE))
+    network.nodes.pop(BOB_ADDRESS)
+    bob = network.attach(restarted, BOB_ADDRESS)
+    first_unanswered = network.now
+    for index in range(300):
+        alice.core.send(public(BOB), b"after %d" % index, network.now)
+        network.run_for(0.1)
+    initiations = sent_of_type(alice, codec.INITIATION)
+    assert initiations[-1].time == first_unanswered + 10.0 + 5.0
+    received = [int(payload.split()[1]) for payload in payloads(bob)]
+    assert 150 <= received[0] <= 152, "delivery resumes right after the new handshake"
+    assert received == list(range(received[0], 300))
+
+
+def test_a_one_way_stream_is_kept_quiet_by_passive_keepalives():
+    network, alice, bob = make_pair(limits=NO_JITTER)
+    establish(network, alice, bob)
+    for index in range(600):
+        alice.core.send(public(BOB), b"%d" % index, network.now)
+        network.run_for(0.1)
+    assert len(sent_of_type(alice, codec.INITIATION)) == 1, "no needless handshakes"
+    keepalive_times = [d.time for d in bob.sent if d.data[0] == codec.TRANSPORT]
+    assert keepalive_times and all(b - a >= 10.0 for a, b in zip(keepalive_times, keepalive_times[1:]))
+    assert len(payloads(bob)) == 600 and payloads(alice) == []
