@@ -11,6 +11,7 @@ import base64
 import os
 import secrets
 import shutil
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -102,6 +103,8 @@ class FolderRepo:
         self.repo = repo
         self.folder_id = folder_id
         self.marker_present = marker_present
+        # Close the packs at the latest at interpreter exit, while dulwich's __del__ can still run cleanly.
+        weakref.finalize(self, repo.close)
 
     @property
     def git_dir(self) -> Path:
