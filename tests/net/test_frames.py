@@ -10,7 +10,7 @@ from ocsync_tui.net.frames import CancelCode, FrameError
 
 u64 = st.integers(0, (1 << 64) - 1)
 u32 = st.integers(0, (1 << 32) - 1)
-short_text = st.text(max_size=40)
+short_text = st.text(max_size=16)  # at most 64 UTF-8 bytes, the smallest text limit
 
 
 @st.composite
