@@ -9,7 +9,7 @@ from ocsync_tui.net.introduction import XXInitiator, XXResponder
 from ocsync_tui.net.secure_channel import SecureChannel
 from ocsync_tui.net.session import SessionLimits
 from tests.net.fake_link import FakeNetwork, LinkConditions
-from tests.net.test_secure_channel import (
+from tests.net.devices import (
     ALICE,
     ALICE_ADDRESS,
     BOB,

@@ -3,12 +3,12 @@
 import os
 import random
 
-import nacl.signing
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ocsync_tui.net import codec, handshake
 from ocsync_tui.net.events import (
-    PayloadReceived,
     PeerEndpointChanged,
     SessionEstablished,
     SessionLost,
@@ -17,45 +17,22 @@ from ocsync_tui.net.events import (
 from ocsync_tui.net.secure_channel import TRANSPORT_OVERHEAD, PeerKeyError, SecureChannel, UnknownPeerError
 from ocsync_tui.net.session import SessionLimits
 from ocsync_tui.net.unknown_devices import UnknownDevices
-from tests.net.fake_link import FakeNetwork, LinkConditions
-
-ALICE_ADDRESS = ("198.51.100.1", 44996)
-BOB_ADDRESS = ("203.0.113.2", 44996)
-CAROL_ADDRESS = ("198.51.100.3", 44996)
-NO_JITTER = SessionLimits(rekey_timeout_jitter=0.0)
-
-
-def seeded_bytes(seed):
-    return random.Random(seed).randbytes
-
-
-def signing_key(seed):
-    return nacl.signing.SigningKey(random.Random(f"device {seed}").randbytes(32))
-
-
-def public(key):
-    return bytes(key.verify_key)
-
-
-ALICE, BOB, CAROL = signing_key("alice"), signing_key("bob"), signing_key("carol")
-
-
-def make_pair(conditions=None, seed=0, limits=None, bob_options=None):
-    """Alice knows Bob's key and address; Bob knows Alice's key only (he learns her address)."""
-    network = FakeNetwork(seed=seed, conditions=conditions or LinkConditions())
-    alice = SecureChannel(ALICE, random_bytes=seeded_bytes(seed * 2 + 1), limits=limits)
-    bob = SecureChannel(BOB, random_bytes=seeded_bytes(seed * 2 + 2), limits=limits, **(bob_options or {}))
-    alice.add_peer(public(BOB), BOB_ADDRESS)
-    bob.add_peer(public(ALICE))
-    return network, network.attach(alice, ALICE_ADDRESS), network.attach(bob, BOB_ADDRESS)
-
-
-def payloads(node):
-    return [event.payload for event in node.events_of(PayloadReceived)]
-
-
-def sent_of_type(node, kind):
-    return [datagram for datagram in node.sent if datagram.data[0] == kind]
+from tests.net.devices import (
+    ALICE,
+    ALICE_ADDRESS,
+    BOB,
+    BOB_ADDRESS,
+    CAROL,
+    CAROL_ADDRESS,
+    NO_JITTER,
+    make_pair,
+    payloads,
+    public,
+    seeded_bytes,
+    sent_of_type,
+    signing_key,
+)
+from tests.net.fake_link import LinkConditions
 
 
 def establish(network, alice, bob):
@@ -413,3 +390,43 @@ def test_a_one_way_stream_is_kept_quiet_by_passive_keepalives():
     keepalive_times = [d.time for d in bob.sent if d.data[0] == codec.TRANSPORT]
     assert keepalive_times and all(b - a >= 10.0 for a, b in zip(keepalive_times, keepalive_times[1:]))
     assert len(payloads(bob)) == 600 and payloads(alice) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_no_datagram_makes_the_channel_raise_or_answer_or_report(recorded_exchange, data):
+    """Random bytes and mutations of every kind of packet real exchanges produced (handshakes, cookie
+    replies, transport, introductions), fed to an established responder and initiator."""
+    (network, alice, bob), datagrams = recorded_exchange
+    original = data.draw(st.sampled_from(datagrams))
+    mutated = bytearray(original)
+    for _ in range(data.draw(st.integers(1, 3))):
+        mutated[data.draw(st.integers(0, len(mutated) - 1))] ^= data.draw(st.integers(1, 255))
+    candidates = [bytes(mutated), bytes(mutated[: data.draw(st.integers(0, len(mutated)))]), data.draw(st.binary())]
+    for candidate in candidates:
+        for node in (alice, bob):
+            node.core.receive_datagram(candidate, CAROL_ADDRESS, network.now)
+            node.core.open_transport(candidate, CAROL_ADDRESS, network.now)
+            assert node.core.datagrams_to_send(network.now) == []
+            assert node.core.next_event() is None
+    assert bob.core.has_session(public(ALICE), network.now) and alice.core.has_session(public(BOB), network.now)
+
+
+@pytest.fixture(scope="module")
+def recorded_exchange():
+    network, alice, bob = make_pair()
+    bob.core.allow_introduction_from(ALICE_ADDRESS)
+    establish(network, alice, bob)
+    alice.core.send(public(BOB), b"a payload", network.now)
+    bob.core.send(public(ALICE), b"an answer", network.now)
+    alice.core.start_introduction(BOB_ADDRESS, network.now)
+    network.run_for(1.0)
+    loaded_network, loaded_alice, loaded_bob = make_pair(bob_options={"cookie_threshold": 0})
+    loaded_alice.core.connect(public(BOB), loaded_network.now)
+    loaded_network.run_for(1.0)
+    assert sent_of_type(loaded_bob, codec.COOKIE_REPLY)
+    datagrams = [d.data for node in (alice, bob, loaded_bob) for d in node.sent]
+    for node in (alice, bob):
+        node.events.clear()
+    return (network, alice, bob), datagrams
+
