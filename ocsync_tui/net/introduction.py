@@ -43,6 +43,7 @@ class XXInitiator:
         self._ephemeral = StaticKeyPair.from_private(ephemeral_private)
         self._state = SymmetricState(CONSTRUCTION)
         self._state.mix_hash(prologue)
+        self._responder_ephemeral = b""
         self.responder_public = b""
 
     def write_hello(self, payload: bytes) -> bytes:

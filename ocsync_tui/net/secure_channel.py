@@ -22,6 +22,9 @@ Peers are named by their 32-byte Ed25519 identity keys. What the channel guarant
   refused after REJECT_AFTER_TIME / REJECT_AFTER_MESSAGES; the previous keys keep decrypting packets
   still in flight. A handshake is retried every REKEY_TIMEOUT (+ jitter) and abandoned after
   REKEY_ATTEMPT_TIME (SessionLost, queued payloads dropped).
+- WireGuard's data timers: data sent and nothing heard for KEEPALIVE_TIMEOUT + REKEY_TIMEOUT starts a
+  new handshake (the peer restarted and lost the session); data received and nothing sent for
+  KEEPALIVE_TIMEOUT sends an empty keepalive. Liveness verdicts are the keepalive core's, not ours.
 - An initiation from a device not added is dropped and reported (UnknownDeviceAttempt), rate-limited.
 - Introductions (first contact by address, Noise_XX) are answered only from addresses allowed with
   `allow_introduction_from`; they reveal the two keys (IntroductionCompleted) and nothing else.
