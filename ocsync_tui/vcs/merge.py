@@ -73,29 +73,34 @@ class _Objects:
     def __init__(self, store: BaseObjectStore) -> None:
         self.store = store
         self._made: dict[bytes, ShaFile] = {}
-        self._trees: LRUCache[bytes, Tree] = LRUCache(max_cache=512)
+        # History walks read the same commits again and again; a flat folder's trees are large.
+        self._cached: dict[type[ShaFile], LRUCache[bytes, ShaFile]] = {
+            Commit: LRUCache(max_cache=20_000),
+            Tree: LRUCache(max_cache=256),
+        }
 
     def add(self, obj: ShaFile) -> None:
         self._made[obj.id] = obj
 
     def _get(self, object_id: bytes, kind: type[ShaFile]) -> ShaFile:
+        cache = self._cached[kind]
+        obj = cache.get(object_id)
+        if obj is not None:
+            return obj
         try:
             obj = self._made.get(object_id) or self.store[object_id]
         except KeyError:
             raise MergeError(f"cannot merge: object {object_id.decode()} is missing from the repository") from None
         if not isinstance(obj, kind):
             raise MergeError(f"cannot merge: object {object_id.decode()} is not a {kind.__name__.lower()}")
+        cache[object_id] = obj
         return obj
 
     def commit(self, commit_id: bytes) -> Commit:
         return self._get(commit_id, Commit)
 
     def tree(self, tree_id: bytes) -> Tree:
-        tree = self._trees.get(tree_id)
-        if tree is None:
-            tree = self._get(tree_id, Tree)
-            self._trees[tree_id] = tree
-        return tree
+        return self._get(tree_id, Tree)
 
     def entry_at(self, commit_id: bytes, path: str) -> Entry | None:
         """The file version at `path` in a commit's tree; None if there is none (or a folder)."""
