@@ -430,3 +430,18 @@ def recorded_exchange():
         node.events.clear()
     return (network, alice, bob), datagrams
 
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_simultaneous_handshakes_from_both_sides_settle(seed):
+    network, alice, bob = make_pair(LinkConditions(delay=0.05, jitter=0.02), seed=seed, limits=NO_JITTER)
+    bob.core.set_endpoint(public(ALICE), ALICE_ADDRESS)
+    alice.core.connect(public(BOB), network.now)
+    bob.core.connect(public(ALICE), network.now)
+    for index in range(100):
+        alice.core.send(public(BOB), b"a%d" % index, network.now)
+        bob.core.send(public(ALICE), b"b%d" % index, network.now)
+        network.run_for(0.05)
+    network.run_for(1.0)
+    assert sorted(payloads(bob)) == sorted(b"a%d" % i for i in range(100))
+    assert sorted(payloads(alice)) == sorted(b"b%d" % i for i in range(100))
