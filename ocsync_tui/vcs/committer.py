@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 # Land a pack once this much object content is waiting, so a burst of big files stays within memory.
 PACK_BYTES_LIMIT = 96 << 20
+# Up to this many files a run asks the store whether new content is already in history (a restore
+# brings old content back); a burst skips the per-object lookups, at worst storing such content twice.
+_STORE_LOOKUPS_UP_TO = 100
 _PROGRESS_EVERY = 64
 
 
@@ -116,6 +119,8 @@ class _Run:
         self.builder = TreeBuilder(self._read_tree, bytes.fromhex(head_commit.tree.decode()) if head_commit else None)
         self.records: list[CommitRecord] = []
         self.added_blobs: set[bytes] = set()
+        self.tracked_blobs = {blob for _, blob in cache.entries.values()}
+        self.look_up_store = False
         self.cache_changed = cache.tree_id != (head_commit.tree if head_commit else None)
 
     def _read_tree(self, sha: bytes) -> bytes:
@@ -132,13 +137,15 @@ class _Run:
         if old is not None and old[1] == blob and mode_of(old[0]) == read.git_mode:
             self.record_stat(relpath, read.stat, blob)  # touched, not changed
             return
-        hex_blob = blob.hex().encode("ascii")
-        if blob not in self.added_blobs and hex_blob not in self.store:
+        if blob not in self.added_blobs and blob not in self.tracked_blobs and not self._in_store(blob):
             self.builder.add_blob(blob, read.data)
         self.builder.set_file(relpath, read.git_mode, blob)
         self.added_blobs.add(blob)
         self._commit("modify" if old is not None else "add", relpath)
         self.record_stat(relpath, read.stat, blob)
+
+    def _in_store(self, blob: bytes) -> bool:
+        return self.look_up_store and blob.hex().encode("ascii") in self.store
 
     def commit_deletion(self, relpath: bytes) -> None:
         self.builder.remove_file(relpath)
@@ -219,6 +226,7 @@ def commit_pending(
         )
     tracked = len(cache.entries)
     run = _Run(folder, identity, cache, int(clock()))
+    run.look_up_store = len(walk.candidates) <= _STORE_LOOKUPS_UP_TO
     deletions = set(walk.missing)
     deletion_dirs = {path.rsplit(b"/", 1)[0] for path in deletions if b"/" in path}
     for path in list(deletion_dirs):
