@@ -138,6 +138,9 @@ class TransferManager:
         self._last_ack_eliciting_time = 0.0
         self._probes_owed = 0
         self._control: deque[ControlFrame] = deque()
+        # When frames became ready to go out at once (acks, control frames, probes): get_timer reports
+        # it, so an owner that only polls at timer deadlines still sends them without delay.
+        self._send_due: float | None = None
         self.peer_window = DEFAULT_RECEIVE_BUFFER
         self._outgoing: dict[int, _Outgoing] = {}
         self._send_order: deque[int] = deque()
@@ -183,10 +186,15 @@ class TransferManager:
         self._outgoing[transfer_id] = outgoing
         self._send_order.append(transfer_id)
         self._queue_offer(outgoing)
+        self._check_send_due(now)
         return transfer_id
 
     def accept(self, transfer_id: int, now: float) -> None:
         """Accept an offered blob: resume its partial file, or finish at once if it is already here."""
+        self._accept(transfer_id)
+        self._check_send_due(now)
+
+    def _accept(self, transfer_id: int) -> None:
         incoming = self._incoming.get(transfer_id)
         if incoming is None or incoming.phase is not _Phase.OFFERED:
             raise TransferError(f"transfer {transfer_id:x} is not waiting for an answer")
@@ -215,9 +223,15 @@ class TransferManager:
             raise TransferError(f"transfer {transfer_id:x} is not waiting for an answer")
         self._finish_incoming(incoming, completed=False)
         self._control.append((frames.encode_cancel, (transfer_id, False, CancelCode.DECLINED, reason)))
+        self._check_send_due(now)
 
     def cancel(self, transfer_id: int, now: float, reason: str = "cancelled") -> bool:
         """Cancel a transfer in either direction; a taker's partial file is deleted. False if unknown."""
+        known = self._cancel(transfer_id, reason)
+        self._check_send_due(now)
+        return known
+
+    def _cancel(self, transfer_id: int, reason: str) -> bool:
         outgoing = self._outgoing.pop(transfer_id, None)
         if outgoing is not None:
             self._send_order.remove(transfer_id)
@@ -247,6 +261,10 @@ class TransferManager:
     # --- frames in --------------------------------------------------------------------------------
 
     def receive_frame(self, data: bytes, now: float) -> None:
+        self._receive_frame(data, now)
+        self._check_send_due(now)
+
+    def _receive_frame(self, data: bytes, now: float) -> None:
         try:
             frame = frames.decode(data)
         except FrameError:
@@ -546,17 +564,18 @@ class TransferManager:
 
     def _detect_losses(self, now: float) -> None:
         loss_delay = self.rtt.loss_delay()
-        lost_before = now - loss_delay
         threshold = self._largest_acked - PACKET_THRESHOLD
         self._loss_time = None
         lost: list[int] = []
         for packet_number, record in self._sent.items():
             if packet_number > self._largest_acked:
                 break
-            if packet_number <= threshold or record[SENT_TIME] <= lost_before:
+            # Compared as sent + delay (not now - delay) so the timer set below is exactly what fires it.
+            lost_at = record[SENT_TIME] + loss_delay
+            if packet_number <= threshold or lost_at <= now:
                 lost.append(packet_number)
             else:
-                self._loss_time = record[SENT_TIME] + loss_delay
+                self._loss_time = lost_at
                 break
         if not lost:
             return
@@ -590,7 +609,12 @@ class TransferManager:
 
     # --- frames out -------------------------------------------------------------------------------
 
+    def _check_send_due(self, now: float) -> None:
+        if self._send_due is None and (self._control or self._ack_now or self._probes_owed):
+            self._send_due = now
+
     def frames_to_send(self, now: float, max_frame_size: int) -> list[bytes]:
+        self._send_due = None
         out: list[bytes] = []
         if self._write_queue:
             self._drain_writes(now)
@@ -707,7 +731,7 @@ class TransferManager:
         return self._last_ack_eliciting_time + self.rtt.probe_timeout(self._pto_count)
 
     def get_timer(self) -> float | None:
-        candidates = [self._ack_deadline, self._write_retry_at, self._checkpoint_at]
+        candidates = [self._send_due, self._ack_deadline, self._write_retry_at, self._checkpoint_at]
         candidates.append(self._loss_time if self._loss_time is not None else self._probe_timeout_at())
         for outgoing in self._outgoing.values():
             candidates.append(outgoing.wake_at)
@@ -744,3 +768,4 @@ class TransferManager:
         for outgoing in list(self._outgoing.values()):
             if outgoing.wake_at is not None and now >= outgoing.wake_at:
                 self._reoffer(outgoing, now)
+        self._check_send_due(now)
