@@ -6,6 +6,8 @@ initiation whose mac2 is not valid with a cookie reply instead of doing any Diff
 is MAC(secret rotated every 2 minutes, source address), sent encrypted with XChaCha20-Poly1305 under
 HASH("cookie--" | responder public key) and bound to the initiation's mac1. The initiator puts it in
 mac2 = MAC(cookie, message up to mac2) of its next attempts, proving it receives at its address.
+Even with a valid mac2, under load each source host gets at most HANDSHAKES_PER_SECOND (after a burst
+of HANDSHAKE_BURST) handshake messages processed, as WireGuard's rate limiter allows.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ COOKIE_SECRET_MAX_AGE = 120.0
 COOKIE_SECRET_LATENCY = 5.0
 # Once load was seen, cookies stay required this long, as WireGuard's UNDER_LOAD_AFTER_TIME.
 UNDER_LOAD_HOLD = 1.0
+HANDSHAKES_PER_SECOND = 20
+HANDSHAKE_BURST = 5
+# Hosts the rate limiter remembers at most; a flood of spoofed sources cannot grow it further.
+RATE_LIMITER_HOSTS = 4096
 LABEL_MAC1 = b"mac1----"
 LABEL_COOKIE = b"cookie--"
 _ZERO_MAC = bytes(16)
@@ -120,3 +126,24 @@ class HandshakeLoad:
         if self._count > self.threshold:
             self._loaded_until = now + UNDER_LOAD_HOLD
         return now < self._loaded_until
+
+
+class SourceRateLimiter:
+    """Token bucket per source host (the address without its port, as NAT may vary the port)."""
+
+    def __init__(self, per_second: float = HANDSHAKES_PER_SECOND, burst: int = HANDSHAKE_BURST) -> None:
+        self.per_second = per_second
+        self.burst = burst
+        self._buckets: dict[Any, tuple[float, float]] = {}
+
+    def allow(self, address: Any, now: float) -> bool:
+        host = address[0]
+        tokens, last = self._buckets.pop(host, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.per_second)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        if len(self._buckets) >= RATE_LIMITER_HOSTS:
+            del self._buckets[next(iter(self._buckets))]
+        self._buckets[host] = (tokens, now)
+        return allowed

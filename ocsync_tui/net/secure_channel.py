@@ -54,7 +54,7 @@ from ocsync_tui.net.codec import (
     Initiation,
     Response,
 )
-from ocsync_tui.net.cookie import CookieChecker, HandshakeLoad, MacSigner
+from ocsync_tui.net.cookie import CookieChecker, HandshakeLoad, MacSigner, SourceRateLimiter
 from ocsync_tui.net.events import (
     PayloadReceived,
     PeerEndpointChanged,
@@ -156,6 +156,7 @@ class SecureChannel:
         self._static = StaticKeyPair.from_private(static_private_key(seed_and_public))
         self._cookies = CookieChecker(self._static.public, random_bytes)
         self._load = HandshakeLoad(cookie_threshold)
+        self._rate_limiter = SourceRateLimiter()
         self.unknown_devices = unknown_devices if unknown_devices is not None else UnknownDevices()
         self._max_queued = max_queued_payloads
         self._peers: dict[bytes, _Peer] = {}
@@ -423,15 +424,18 @@ class SecureChannel:
             )
         )
 
-    def _demands_cookie(self, data: bytes, sender: int, address: Address, now: float) -> bool:
-        """mac1 is valid here. Under load, answer an unproven address with a cookie reply instead."""
-        if not self._load.record(now) or self._cookies.mac2_valid(data, address, now):
+    def _refused_under_load(self, data: bytes, sender: int, address: Address, now: float) -> bool:
+        """mac1 is valid here. Under load, answer an unproven address with a cookie reply instead, and
+        process no more from one host than the rate limiter allows."""
+        if not self._load.record(now):
             return False
-        self._outbox.append((codec.encode(self._cookies.cookie_reply(data, sender, address, now)), address))
-        return True
+        if not self._cookies.mac2_valid(data, address, now):
+            self._outbox.append((codec.encode(self._cookies.cookie_reply(data, sender, address, now)), address))
+            return True
+        return not self._rate_limiter.allow(address, now)
 
     def _receive_initiation(self, packet: Initiation, data: bytes, address: Address, now: float) -> None:
-        if not self._cookies.mac1_valid(data) or self._demands_cookie(data, packet.sender, address, now):
+        if not self._cookies.mac1_valid(data) or self._refused_under_load(data, packet.sender, address, now):
             return
         responder = IKResponder(self._static)
 
@@ -477,7 +481,7 @@ class SecureChannel:
         self._outbox.append((peer.signer.sign(message, now), address))
 
     def _receive_response(self, packet: Response, data: bytes, address: Address, now: float) -> None:
-        if not self._cookies.mac1_valid(data) or self._demands_cookie(data, packet.sender, address, now):
+        if not self._cookies.mac1_valid(data) or self._refused_under_load(data, packet.sender, address, now):
             return
         peer = self._handshakes.get(packet.receiver)
         if peer is None or peer.handshake is None:

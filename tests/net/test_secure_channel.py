@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ocsync_tui.net import codec, handshake
+from ocsync_tui.net.cookie import SourceRateLimiter
 from ocsync_tui.net.events import (
     PeerEndpointChanged,
     SessionEstablished,
@@ -445,3 +446,27 @@ def test_simultaneous_handshakes_from_both_sides_settle(seed):
     network.run_for(1.0)
     assert sorted(payloads(bob)) == sorted(b"a%d" % i for i in range(100))
     assert sorted(payloads(alice)) == sorted(b"b%d" % i for i in range(100))
+
+
+def test_under_load_each_host_gets_a_limited_share_of_diffie_hellman(monkeypatch):
+    network, alice, bob = make_pair(limits=NO_JITTER, bob_options={"cookie_threshold": 0})
+    establish(network, alice, bob)
+    # Her first initiation drew a cookie reply; the retry carries a valid mac2. Replay it in a flood.
+    cookie_reply, retry = sent_of_type(bob, codec.COOKIE_REPLY), sent_of_type(alice, codec.INITIATION)[1]
+    assert cookie_reply and retry.data[-16:] != bytes(16)
+    initiation = retry.data
+    calls = []
+    real_dh = handshake.dh
+    monkeypatch.setattr(handshake, "dh", lambda *args: calls.append(args) or real_dh(*args))
+    for step in range(100):  # 100 copies within one second, from Alice's host
+        bob.core.receive_datagram(initiation, ALICE_ADDRESS, network.now + step / 100)
+    # One DH per processed initiation (the static-static one is precomputed): a burst of 5, 20/s.
+    assert 5 <= len(calls) <= 5 + 20 + 1
+    assert bob.core.datagrams_to_send(network.now) == [], "replays are never answered"
+
+
+def test_source_rate_limiter_buckets_by_host():
+    limiter = SourceRateLimiter(per_second=20, burst=5)
+    assert [limiter.allow(("198.51.100.1", port), 0.0) for port in range(7)] == [True] * 5 + [False] * 2
+    assert limiter.allow(("198.51.100.2", 1), 0.0)
+    assert limiter.allow(("198.51.100.1", 1), 0.05) and not limiter.allow(("198.51.100.1", 1), 0.05)
