@@ -110,6 +110,3 @@ class Keypair:
             and self.send_counter < limits.reject_after_messages
             and now - self.created < limits.reject_after_time
         )
-
-    def usable_for_receiving(self, now: float, limits: SessionLimits) -> bool:
-        return now - self.created < limits.reject_after_time

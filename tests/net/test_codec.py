@@ -45,7 +45,7 @@ def test_round_trip(packet):
 def test_sizes_follow_wireguard_and_never_amplify():
     assert codec.INITIATION_SIZE == 180 and codec.RESPONSE_SIZE == 92 and codec.COOKIE_REPLY_SIZE == 64
     assert codec.INITIATION_SIZE >= codec.RESPONSE_SIZE >= codec.COOKIE_REPLY_SIZE
-    assert codec.INTRO_HELLO_SIZE >= codec.INTRO_REPLY_SIZE
+    assert codec.INTRO_HELLO_SIZE == codec.INTRO_REPLY_SIZE == 140 and codec.INTRO_FINISH_SIZE == 104
     assert codec.TRANSPORT_OVERHEAD == 32
 
 
