@@ -67,6 +67,32 @@ class MergeResult:
     conflicts: list[Conflict] = field(default_factory=list)
 
 
+_SHA_LENGTH = 20
+
+
+def _missing(object_id: bytes) -> MergeError:
+    return MergeError(f"cannot merge: object {object_id.decode()} is missing from the repository")
+
+
+def _not_a(kind: type[ShaFile], object_id: bytes) -> MergeError:
+    return MergeError(f"cannot merge: object {object_id.decode()} is not a {kind.__name__.lower()}")
+
+
+def _has_serialized_entry(raw_tree: bytes, name: bytes, entry: Entry) -> bool:
+    """Whether a serialized tree holds the entry `MODE NAME\\0ID`.
+
+    A match counts only where an entry may start: at the beginning, or just after the NUL ending the
+    previous entry's name and that entry's 20-byte id (a name like `x100644 a.txt` holds the bytes of
+    an `a.txt` entry in its middle).
+    """
+    mode, sha = entry
+    needle = b"%o %s\0%s" % (mode, name, bytes.fromhex(sha.decode("ascii")))
+    at = raw_tree.find(needle)
+    while at > 0 and (at <= _SHA_LENGTH or raw_tree[at - _SHA_LENGTH - 1] != 0):
+        at = raw_tree.find(needle, at + 1)
+    return at >= 0
+
+
 class _Objects:
     """Read access to the store plus the objects this merge made (virtual merge bases), cached."""
 
@@ -90,9 +116,9 @@ class _Objects:
         try:
             obj = self._made.get(object_id) or self.store[object_id]
         except KeyError:
-            raise MergeError(f"cannot merge: object {object_id.decode()} is missing from the repository") from None
+            raise _missing(object_id) from None
         if not isinstance(obj, kind):
-            raise MergeError(f"cannot merge: object {object_id.decode()} is not a {kind.__name__.lower()}")
+            raise _not_a(kind, object_id)
         cache[object_id] = obj
         return obj
 
@@ -102,19 +128,33 @@ class _Objects:
     def tree(self, tree_id: bytes) -> Tree:
         return self._get(tree_id, Tree)
 
-    def entry_at(self, commit_id: bytes, path: str) -> Entry | None:
-        """The file version at `path` in a commit's tree; None if there is none (or a folder)."""
+    def _serialized_tree(self, tree_id: bytes) -> bytes:
+        made = self._made.get(tree_id)
+        if made is not None:
+            return made.as_raw_string()
+        try:
+            type_num, raw = self.store.get_raw(tree_id)
+        except KeyError:
+            raise _missing(tree_id) from None
+        if type_num != Tree.type_num:
+            raise _not_a(Tree, tree_id)
+        return raw
+
+    def holds(self, commit_id: bytes, path: str, entry: Entry) -> bool:
+        """Whether the commit has this version of the file at `path`.
+
+        History walks ask this once per commit. Parsing a flat folder's root tree of thousands of files
+        costs milliseconds each time, so the file's directory is reached through parsed (small, cached)
+        trees and the entry itself is found by its exact bytes in the directory's serialized tree.
+        """
         tree_id = self.commit(commit_id).tree
         *directories, name = path.encode("utf-8", "surrogateescape").split(b"/")
         for directory in directories:
             tree = self.tree(tree_id)
             if directory not in tree or tree[directory][0] != DIRECTORY_MODE:
-                return None
+                return False
             tree_id = tree[directory][1]
-        tree = self.tree(tree_id)
-        if name not in tree or tree[name][0] == DIRECTORY_MODE:
-            return None
-        return tree[name]
+        return _has_serialized_entry(self._serialized_tree(tree_id), name, entry)
 
     def files(self, commit_id: bytes) -> dict[str, Entry]:
         files: dict[str, Entry] = {}
@@ -148,7 +188,7 @@ def _introduced_by(objects: _Objects, heads: list[bytes], path: str, entry: Entr
     an ocsync merge commit had at `path` is a conflict copy that merge made: the walk follows it to
     the path the copy is named after, so the copy keeps the time and device of its real author.
     """
-    pending = [(head, path) for head in heads if objects.entry_at(head, path) == entry]
+    pending = [(head, path) for head in heads if objects.holds(head, path, entry)]
     seen: set[tuple[bytes, str]] = set()
     introducers: list[bytes] = []
     while pending:
@@ -157,10 +197,10 @@ def _introduced_by(objects: _Objects, heads: list[bytes], path: str, entry: Entr
             continue
         seen.add((commit_id, at))
         commit = objects.commit(commit_id)
-        inherited = [(parent, at) for parent in commit.parents if objects.entry_at(parent, at) == entry]
+        inherited = [(parent, at) for parent in commit.parents if objects.holds(parent, at, entry)]
         origin = conflict_copy_origin(at)
         if not inherited and commit.committer == MERGE_IDENTITY and origin is not None:
-            inherited = [(parent, origin) for parent in commit.parents if objects.entry_at(parent, origin) == entry]
+            inherited = [(parent, origin) for parent in commit.parents if objects.holds(parent, origin, entry)]
         if inherited:
             pending.extend(inherited)
         else:

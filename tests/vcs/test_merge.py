@@ -454,3 +454,26 @@ def test_replicas_converge_keeping_every_version_nobody_replaced(shared_root: bo
     for content, path in replicas.must_survive.items():
         places = [p for p, c in files.items() if c == content]
         assert any(p == path or conflict_copy_origin(p) == path for p in places), (content, path, files)
+
+
+# --- finding one entry in a serialized tree (the history walk's fast path) ----------------------------
+
+_entry_names = st.one_of(
+    st.sampled_from([b"a.txt", b"x100644 a.txt", b"100644 a.txt", b"b", b"a.txt ", b" a.txt"]),
+    st.binary(min_size=1, max_size=12).filter(lambda name: b"\0" not in name and b"/" not in name),
+)
+_entries = st.tuples(st.sampled_from([0o100644, 0o100755, 0o120000, 0o040000]), st.binary(min_size=20, max_size=20))
+
+
+@settings(max_examples=200, deadline=None)
+@given(tree_entries=st.dictionaries(_entry_names, _entries, max_size=8), probe=_entry_names, probe_entry=_entries)
+def test_an_entry_is_found_by_its_bytes_exactly_when_the_parsed_tree_has_it(tree_entries, probe, probe_entry) -> None:
+    from ocsync_tui.vcs.merge import _has_serialized_entry  # private: the walk's fast path, tested on its own
+
+    tree = Tree()
+    for name, (mode, sha) in tree_entries.items():
+        tree.add(name, mode, sha.hex().encode())
+    raw = tree.as_raw_string()
+    for name, (mode, sha) in [*tree_entries.items(), (probe, probe_entry)]:
+        entry = (mode, sha.hex().encode())
+        assert _has_serialized_entry(raw, name, entry) == (name in tree and tree[name] == entry)
