@@ -211,12 +211,13 @@ class BbrController:
             self.cwnd = min(self.cwnd, self.inflight_hi)
 
     def _update_pacing_rate(self) -> None:
-        if self.bottleneck_bandwidth:
-            rate = self.pacing_gain * self.bottleneck_bandwidth
-        elif self.min_rtt:
-            rate = self.pacing_gain * self.cwnd / self.min_rtt
-        else:
+        if not self.min_rtt:
             return
+        rate = self.pacing_gain * self.bottleneck_bandwidth
+        if self.state is BbrState.STARTUP:
+            # Early samples are tiny (a handful of packets per round): pace at least as fast as the
+            # window itself allows, so pacing never slows the exponential ramp.
+            rate = max(rate, self.pacing_gain * self.cwnd / self.min_rtt)
         # In STARTUP the estimate only grows; a low early sample must not slow the ramp.
         if self.state is not BbrState.STARTUP or rate > self.pacing_rate:
             self.pacing_rate = rate

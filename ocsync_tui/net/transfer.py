@@ -45,6 +45,9 @@ from ocsync_tui.net.ranges import RangeSet
 from ocsync_tui.net.rtt import MAX_ACK_DELAY, RttEstimator
 
 PACKET_THRESHOLD = 3
+# Packet numbers this far from the largest received come from a restarted peer (starts are random
+# 62-bit numbers, so two incarnations land this close with probability 2**-21).
+PEER_RESTART_DISTANCE = 1 << 40
 # Early in a session every 2nd frame is acknowledged so the controller's window opens quickly.
 ACK_EVERY_EARLY, ACK_EVERY = 2, 8
 EARLY_PACKETS = 100
@@ -116,20 +119,21 @@ class TransferManager:
         *,
         receive_buffer: int = DEFAULT_RECEIVE_BUFFER,
         max_datagram_size: int = 1200,
-        transfer_ids: Callable[[], int] | None = None,
+        random_bytes: Callable[[int], bytes] = os.urandom,
     ) -> None:
-        """`public_key` names the peer (partial files are keyed by it); `transfer_ids` lets tests fix ids."""
+        """`public_key` names the peer (partial files are keyed by it); tests pass a seeded `random_bytes`."""
         self.public_key = public_key
         self.store = store
         self.receive_buffer = receive_buffer
-        self._new_transfer_id = transfer_ids or (lambda: int.from_bytes(os.urandom(8), "big"))
+        self._random_bytes = random_bytes
         self.rtt = RttEstimator()
         self.congestion = BbrController(max_datagram_size, self.rtt.smoothed_rtt)
         self.pacer = Pacer()
         self.events: deque[Any] = deque()
 
         # Giving: packets in flight, loss detection, probe timeout.
-        self._next_packet_number = 0
+        # Numbers start at random so the peer tells this incarnation from one before a restart.
+        self._next_packet_number = int.from_bytes(random_bytes(8), "big") >> 2
         self._sent: dict[int, tuple[Any, ...]] = {}
         self.bytes_in_flight = 0
         self._largest_acked = -1
@@ -179,9 +183,9 @@ class TransferManager:
                 raise TransferError(f"a transfer's name or kind is limited to {limit} bytes: {text[:40]!r}")
         if len(source.metadata) > frames.MAX_METADATA_BYTES:
             raise TransferError(f"transfer metadata is limited to {frames.MAX_METADATA_BYTES} bytes")
-        transfer_id = self._new_transfer_id()
+        transfer_id = int.from_bytes(self._random_bytes(8), "big")
         while transfer_id in self._outgoing or transfer_id in self._incoming:
-            transfer_id = self._new_transfer_id()
+            transfer_id = int.from_bytes(self._random_bytes(8), "big")
         outgoing = _Outgoing(transfer_id, source, now)
         self._outgoing[transfer_id] = outgoing
         self._send_order.append(transfer_id)
@@ -283,7 +287,11 @@ class TransferManager:
         if packet_number is None:
             self.frames_dropped += 1  # keepalive and PMTU frames belong to other cores
             return
-        if packet_number <= self._largest_received and packet_number in self._received:
+        if abs(packet_number - self._largest_received) > PEER_RESTART_DISTANCE and self._largest_received >= 0:
+            # A number from another incarnation of the peer: it restarted, its old numbers mean nothing.
+            self._received = RangeSet()
+            self._largest_received = packet_number - 1
+        elif packet_number <= self._largest_received and packet_number in self._received:
             self._ack_now = True  # our ack was lost: say it again
             return
         if kind is frames.Data:
@@ -685,7 +693,16 @@ class TransferManager:
 
     def _send_probes(self, now: float, max_frame_size: int, out: list[bytes]) -> None:
         """RFC 9002 6.2.4: on PTO send up to two ack-eliciting probes, here copies of the oldest frames."""
-        for record in list(self._sent.values())[: self._probes_owed]:
+        probed: set[tuple[Any, int]] = set()
+        chosen = []
+        for record in self._sent.values():
+            if len(chosen) == self._probes_owed:
+                break
+            content = (record[TRANSFER] if record[CONTROL] is None else record[CONTROL], record[OFFSET])
+            if content not in probed:  # an earlier probe of the same bytes is still in flight
+                probed.add(content)
+                chosen.append(record)
+        for record in chosen:
             control = record[CONTROL]
             if control is not None:
                 out.append(self._send_numbered(now, *control))

@@ -121,13 +121,15 @@ def test_packet_threshold_loss_is_resent_the_moment_the_ack_arrives(tmp_path):
 
     pair.network.tap = drop_first_data_frame
     run_transfer(pair, blob(20 * PAYLOAD))
+    lost_number = frames.decode(dropped[0].data[:-4]).packet_number
     sends = data_sends(pair.giver)
     resend_time = next(time for time, offset in sends[1:] if offset == 0)
-    gap_acks = [
-        received.time for received in pair.giver.received
-        if received.data[1] == frames.FrameType.ACK and len(frames.decode(received.data[:-4]).ranges) > 1
-    ]
-    assert resend_time == gap_acks[0], "declared lost (packet threshold 3) by the first ack showing the gap"
+    arrivals = [(r.time + 0.05, r.data) for r in pair.giver.received]
+    acks = [(time, frames.decode(data[:-4])) for time, data in arrivals if data[1] == frames.FrameType.ACK]
+    first_gap_ack = next(time for time, ack in acks if len(ack.ranges) > 1)
+    threshold_ack = next(time for time, ack in acks if ack.ranges[0][1] - 1 >= lost_number + 3)
+    assert first_gap_ack < threshold_ack, "one ack showing the gap is not enough"
+    assert resend_time == threshold_ack, "lost, and resent, when an ack covers a packet 3 numbers later"
     assert sum(1 for _, offset in sends if offset == 0) == 2
 
 

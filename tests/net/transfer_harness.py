@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import zlib
 from pathlib import Path
 
@@ -50,11 +51,12 @@ class Pair:
         self.tmp_path = tmp_path
         self.network = FakeNetwork(seed=seed, conditions=conditions or LinkConditions())
         self.peer_options = peer_options
+        self.random = random.Random(seed)
         self.giver = self.network.attach(self._peer(TAKER_KEY, "giver", TAKER), GIVER)
         self.taker = self.network.attach(self._peer(GIVER_KEY, "taker", GIVER), TAKER)
 
     def _peer(self, remote_key: bytes, name: str, remote_address) -> Peer:
-        manager = TransferManager(remote_key, PartialStore(self.tmp_path / name))
+        manager = TransferManager(remote_key, PartialStore(self.tmp_path / name), random_bytes=self.random.randbytes)
         return Peer(manager, remote_address, self.network, **self.peer_options)
 
     def restart(self, node) -> None:
@@ -62,7 +64,7 @@ class Pair:
         name = "giver" if node is self.giver else "taker"
         old = node.core
         node.core = Peer(
-            TransferManager(old.core.public_key, PartialStore(self.tmp_path / name)),
+            TransferManager(old.core.public_key, PartialStore(self.tmp_path / name), random_bytes=self.random.randbytes),
             old.peer_address, self.network, **self.peer_options,
         )
 
