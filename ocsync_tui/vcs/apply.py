@@ -21,10 +21,10 @@ from ocsync_tui.vcs.checkout import flatten_tree
 from ocsync_tui.vcs.committer import commit_pending
 from ocsync_tui.vcs.disk_naming import DiskNaming, probe_disk_naming
 from ocsync_tui.vcs.folder import FolderRepo
+from ocsync_tui.vcs.incoming_trees import validate_commit_trees
 from ocsync_tui.vcs.journal import ApplyJournal, complete_journal, write_journal
 from ocsync_tui.vcs.merge import MergeResult, merge_heads
 from ocsync_tui.vcs.pack import PackEntry, add_entries_to_store
-from ocsync_tui.vcs.paths import validate_tree
 
 _PEER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 # Each round commits what the user changed while the previous merge was computed; a folder written to
@@ -116,8 +116,7 @@ def apply_bundle(
     `disk_naming` overrides the probe of which names this disk treats as one (tests force folding)."""
     ref = peer_ref(peer_name)
     with quarantined_import(folder, bundle_path) as imported:
-        for commit_id in imported.new_commits:
-            validate_tree(imported.object_store, imported.object_store[commit_id].tree)
+        validate_commit_trees(imported.object_store, imported.new_commits)
         theirs = imported.head
     folder.repo.refs[ref] = theirs
     store = folder.repo.object_store
