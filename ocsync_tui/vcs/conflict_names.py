@@ -9,8 +9,9 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+from ocsync_tui.vcs.paths import NAME_MAX_BYTES
+
 _MARKER = ".sync-conflict-"
-_NAME_MAX_BYTES = 255  # the longest file name Linux, macOS and Windows disks all hold
 _LATEST_FORMATTABLE_TIME = 253402300799  # 9999-12-31 23:59:59 UTC
 _COPY_NAME = re.compile(
     r"(?P<stem>.+)\.sync-conflict-\d{8}-\d{6}-[A-Za-z0-9]{0,7}(?:-[0-9a-f]{7}(?:-\d+)?)?(?P<ext>\.[^.]+)?",
@@ -28,9 +29,9 @@ def _split_extension(name: str) -> tuple[str, str]:
 
 def _fit(stem: str, suffix: str, extension: str) -> str:
     """Shorten the stem (then drop the extension) until the name fits a file name's byte limit."""
-    if len((suffix + extension).encode("utf-8")) > _NAME_MAX_BYTES // 2:
+    if len((suffix + extension).encode("utf-8")) > NAME_MAX_BYTES // 2:
         stem, extension = stem + extension, ""
-    while stem and len((stem + suffix + extension).encode("utf-8")) > _NAME_MAX_BYTES:
+    while stem and len((stem + suffix + extension).encode("utf-8")) > NAME_MAX_BYTES:
         stem = stem[:-1]
     return stem + suffix + extension
 

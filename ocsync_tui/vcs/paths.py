@@ -17,6 +17,7 @@ from dulwich.objects import Tree, parse_tree
 from ocsync_tui.errors import OcsyncError
 
 FOLDER_MARKER = ".ocsync-folder"
+NAME_MAX_BYTES = 255  # the longest file name ext4, APFS, NTFS and their kin hold
 
 REGULAR_FILE_MODE = 0o100644
 EXECUTABLE_FILE_MODE = 0o100755
@@ -71,6 +72,8 @@ def _refusal(name: bytes, *, top_level: bool, mode: int) -> str | None:
         return "it contains a NUL byte"
     if b"/" in name:
         return "a single tree entry name contains '/'"
+    if len(name) > NAME_MAX_BYTES:
+        return f"a name longer than {NAME_MAX_BYTES} bytes fits on no disk"
     try:
         text = name.decode("utf-8")
     except UnicodeDecodeError:

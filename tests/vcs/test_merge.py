@@ -465,7 +465,7 @@ _entry_names = st.one_of(
 _entries = st.tuples(st.sampled_from([0o100644, 0o100755, 0o120000, 0o040000]), st.binary(min_size=20, max_size=20))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(tree_entries=st.dictionaries(_entry_names, _entries, max_size=8), probe=_entry_names, probe_entry=_entries)
 def test_an_entry_is_found_by_its_bytes_exactly_when_the_parsed_tree_has_it(tree_entries, probe, probe_entry) -> None:
     from ocsync_tui.vcs.merge import _has_serialized_entry  # private: the walk's fast path, tested on its own

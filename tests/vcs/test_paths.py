@@ -33,6 +33,7 @@ from ocsync_tui.vcs.paths import (
         b"git~2",
         b"ocsync~5",
         b"sub/ocsync~1",
+        b"x" * 255,
     ],
 )
 def test_ordinary_paths_are_accepted(path: bytes) -> None:
@@ -71,6 +72,7 @@ def test_ordinary_paths_are_accepted(path: bytes) -> None:
         (b".OCSYNC-Folder", "folder marker"),
         (b".ocsync-folder.", "folder marker"),
         (b"ocsync~1", "folder marker"),
+        (b"dir/" + b"x" * 256, "longer than 255 bytes"),
         (b"OCSYNC~4", "folder marker"),
     ],
 )
