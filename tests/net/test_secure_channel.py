@@ -474,3 +474,30 @@ def test_source_rate_limiter_buckets_by_host():
     assert [limiter.allow(("198.51.100.1", port), 0.0) for port in range(7)] == [True] * 5 + [False] * 2
     assert limiter.allow(("198.51.100.2", 1), 0.0)
     assert limiter.allow(("198.51.100.1", 1), 0.05) and not limiter.allow(("198.51.100.1", 1), 0.05)
+
+
+def test_an_initiator_under_load_makes_the_responder_prove_its_address_too():
+    network, alice, bob = make_pair(limits=NO_JITTER)
+    loaded = SecureChannel(ALICE, random_bytes=seeded_bytes(7), limits=NO_JITTER, cookie_threshold=0)
+    loaded.add_peer(public(BOB), BOB_ADDRESS)
+    network.nodes.pop(ALICE_ADDRESS)
+    alice = network.attach(loaded, ALICE_ADDRESS)
+    alice.core.connect(public(BOB), network.now)
+    assert network.run_until(lambda: bob.core.has_session(public(ALICE), network.now), 30)
+    assert [(d.time, d.data[0]) for d in alice.sent] == [
+        (1000.0, codec.INITIATION), (1000.02, codec.COOKIE_REPLY), (1005.0, codec.INITIATION),
+        (1005.02, codec.TRANSPORT),
+    ]
+    assert [(d.time, d.data[0]) for d in bob.sent] == [(1000.01, codec.RESPONSE), (1005.01, codec.RESPONSE)]
+
+
+def test_a_removed_peer_is_forgotten():
+    network, alice, bob = make_pair()
+    establish(network, alice, bob)
+    bob.core.remove_peer(public(ALICE))
+    assert bob.core.peers() == [] and bob.core.get_timer() is None
+    alice.core.send(public(BOB), b"into the void", network.now)
+    network.run_for(1.0)
+    assert payloads(bob) == []
+    with pytest.raises(UnknownPeerError):
+        bob.core.send(public(ALICE), b"x", network.now)
