@@ -271,6 +271,22 @@ def test_criss_cross_history_merges_against_the_virtual_base(history: History) -
     assert history.merge(b3, a3).head == result.head
 
 
+def test_three_merge_bases_are_merged_into_one_virtual_base(history: History) -> None:
+    """With any one base, or two merged, a file edited after all three would look changed on both sides."""
+    root = history.commit(None, {"x1": b"r", "x2": b"r", "x3": b"r"}, device=DEVICE_C, time=T)
+    x1 = history.commit(root, {"x1": b"1"}, device=DEVICE_A, time=T + 1)
+    x2 = history.commit(root, {"x2": b"2"}, device=DEVICE_B, time=T + 2)
+    x3 = history.commit(root, {"x3": b"3"}, device=DEVICE_C, time=T + 3)
+    all_via_12 = history.merge(history.merge(x1, x2).head, x3).head
+    all_via_13 = history.merge(history.merge(x1, x3).head, x2).head
+    assert all_via_12 != all_via_13
+    ours = history.commit(all_via_12, {"x1": b"a", "x2": b"a"}, device=DEVICE_A, time=T + 10)
+    theirs = history.commit(all_via_13, {"x3": b"b"}, device=DEVICE_B, time=T + 11)
+    result = history.merge(ours, theirs)
+    assert result.conflicts == []
+    assert history.files(result.head) == {"x1": b"a", "x2": b"a", "x3": b"b"}
+
+
 def test_unrelated_histories_merge_against_an_empty_base(history: History) -> None:
     mine = history.commit(None, {"same": b"s", "f": b"mine"}, device=DEVICE_A, time=T)
     yours = history.commit(None, {"same": b"s", "f": b"yours"}, device=DEVICE_B, time=T + 1)
