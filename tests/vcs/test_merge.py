@@ -16,7 +16,7 @@ from ocsync_tui.vcs.merge import (
     MergeError,
     merge_heads,
 )
-from ocsync_tui.vcs.paths import UnsafePathError
+from ocsync_tui.vcs.paths import UnsafePathError, collision_key
 from tests.conftest import git_fsck_strict
 from tests.vcs.history_builder import DEVICE_A, DEVICE_B, DEVICE_C, EXECUTABLE, SYMLINK, History
 
@@ -332,7 +332,9 @@ def test_a_missing_parent_is_a_clear_error(history: History) -> None:
 # --- real git accepts what we write -----------------------------------------------------------------
 
 
-def test_merged_objects_pass_git_fsck_strict_and_git_agrees_on_the_merge_bases(tmp_path: Path) -> None:
+def test_merged_objects_pass_git_fsck_strict_and_our_merge_bases_are_gits(tmp_path: Path) -> None:
+    from ocsync_tui.vcs.merge import _merge_bases, _Objects  # private: cross-checked against real git
+
     repo = Repo.init(str(tmp_path), mkdir=False)
     history = History(repo.object_store)
     base = history.commit(None, {"f.txt": b"o", "g": b"o", "d/x": b"x", ".bashrc": b"b"}, device=DEVICE_C, time=T)
@@ -344,17 +346,18 @@ def test_merged_objects_pass_git_fsck_strict_and_git_agrees_on_the_merge_bases(t
     a3 = history.commit(a2, {"f.txt": b"a3", ".bashrc": b"a3"}, device=DEVICE_A, time=T + 20)
     b3 = history.commit(b2, {".bashrc": b"b3"}, device=DEVICE_B, time=T + 21)
     result = history.merge(a3, b3)
+    assert {conflict.reason for conflict in result.conflicts} >= {BOTH_CHANGED}
     repo.refs[b"refs/heads/main"] = result.head
     repo.refs.set_symbolic_ref(b"HEAD", b"refs/heads/main")
 
     git_fsck_strict(tmp_path)
-    git_bases = subprocess.run(
-        ["git", "-C", str(tmp_path), "merge-base", "--all", a3.decode(), b3.decode()],
-        capture_output=True, text=True, check=True,
-    ).stdout.split()
-    assert sorted(git_bases) == sorted([a1.decode(), b1.decode()])  # criss-cross: two merge bases
-    assert set(history.store[result.head].parents) == {a3, b3}
-    assert all(obj.id in repo.object_store for obj in result.new_objects)
+    for ours, theirs in [(a3, b3), (a2, b2), (a1, b1), (a1_more, a3), (b3, base)]:
+        git_bases = subprocess.run(
+            ["git", "-C", str(tmp_path), "merge-base", "--all", ours.decode(), theirs.decode()],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()
+        assert _merge_bases(_Objects(repo.object_store), ours, theirs) == sorted(b.encode() for b in git_bases)
+    assert sorted(_merge_bases(_Objects(repo.object_store), a3, b3)) == sorted([a1, b1])  # criss-cross
 
 
 # --- conflict names ----------------------------------------------------------------------------------
@@ -394,6 +397,14 @@ def test_copy_names_survive_times_no_calendar_holds() -> None:
 # --- properties: symmetry and convergence over random histories -------------------------------------
 
 PATHS = ["a.txt", "A.txt", "b", "d", "d/e", "d/f"]
+
+
+def _assert_every_name_fits_one_disk(files: dict[str, bytes]) -> None:
+    """No two files a case-folding or normalising disk would store as one; no file where a folder is."""
+    keys = [collision_key(path) for path in files]
+    assert len(set(keys)) == len(keys), sorted(files)
+    folders = {collision_key(path[:i]) for path in files for i, char in enumerate(path) if char == "/"}
+    assert not folders & set(keys), sorted(files)
 
 
 class _Replicas:
@@ -436,6 +447,8 @@ class _Replicas:
         assert mirrored.head == result.head
         assert [obj.id for obj in mirrored.new_objects] == [obj.id for obj in result.new_objects]
         assert mirrored.conflicts == result.conflicts
+        if result.kind == "merge":
+            _assert_every_name_fits_one_disk(self.history.files(result.head))
         self.heads[puller] = result.head
 
     def converge(self) -> None:
