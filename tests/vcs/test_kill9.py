@@ -18,29 +18,42 @@ import pytest
 from tests.conftest import git_fsck_strict
 from tests.vcs.devices import Device, make_device, run_cli
 
-ITERATIONS = 4
+ITERATIONS = 3
 pytestmark = pytest.mark.slow
+
+
+def start_cli(home: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ocsync_tui", "--home", str(home), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def run_killed_after(home: Path, delay: float, *args: str) -> None:
     """Start `ocsync ARGS`, SIGKILL it after `delay` seconds unless it finished first."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ocsync_tui", "--home", str(home), *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = start_cli(home, *args)
     try:
         process.wait(timeout=delay)
     except subprocess.TimeoutExpired:
         process.send_signal(signal.SIGKILL)
         process.wait()
+    process.stderr.close()
 
 
-def timed_cli(home: Path, *args: str) -> float:
+def timed_run(home: Path, *args: str, watch: Path) -> tuple[float, float]:
+    """Run `ocsync ARGS` to the end; return (seconds until `watch` first existed, total seconds)."""
     started = time.monotonic()
-    result = run_cli(home, *args)
-    assert result.returncode == 0, result.stderr
-    return time.monotonic() - started
+    process = start_cli(home, *args)
+    appeared = None
+    while process.poll() is None:
+        if appeared is None and watch.exists():
+            appeared = time.monotonic() - started
+        time.sleep(0.002)
+    _, stderr = process.communicate()
+    assert process.returncode == 0, stderr.decode()
+    total = time.monotonic() - started
+    return (total if appeared is None else appeared), total
 
 
 def ok(result: subprocess.CompletedProcess) -> None:
@@ -72,13 +85,13 @@ def assert_consistent(device: Device, expected_files: dict[str, bytes]) -> None:
 def test_kill9_during_commit_of_thousands_of_files(tmp_path):
     rng = random.Random(20261125)
     owner = make_device(tmp_path, "owner")
-    files = {f"d{n % 20}/f{n}.txt": f"content {n}\n".encode() * (1 + n % 5) for n in range(2500)}
+    files = {f"d{n % 20}/f{n}.txt": f"content {n}\n".encode() * (1 + n % 5) for n in range(2000)}
     for relpath, content in files.items():
         owner.write(relpath, content)
     template = tmp_path / "template"
     shutil.copytree(owner.root, template, symlinks=True)
     home = tmp_path / "home-owner"
-    duration = timed_cli(home, "commit", str(owner.root))
+    _, duration = timed_run(home, "commit", str(owner.root), watch=owner.root / ".git" / "no-such-file")
     assert_consistent(owner, files)
 
     for iteration in range(ITERATIONS):
@@ -92,19 +105,19 @@ def test_kill9_during_commit_of_thousands_of_files(tmp_path):
 
 def test_kill9_during_bundle_apply_touching_many_files(tmp_path):
     rng = random.Random(4996)
-    initial = {f"dir{n % 10}/file{n}": f"version 1 of {n}\n".encode() for n in range(1500)}
+    initial = {f"dir{n % 10}/file{n}": f"version 1 of {n}\n".encode() for n in range(400)}
     alice = make_device(tmp_path, "alice", initial)
     bob = make_device(tmp_path, "bob")
     bob.pull_from(alice, tmp_path / "bundles")
     bob.write("bob-only.txt", b"bob's own file\n")
     bob.commit()
-    for n in range(1500):
+    for n in range(400):
         relpath = f"dir{n % 10}/file{n}"
         if n % 5 == 0:
             alice.delete(relpath)
         else:
             alice.write(relpath, f"version 2 of {n}\n".encode())
-    for n in range(300):
+    for n in range(80):
         alice.write(f"new/{n % 7}/added{n}", f"added {n}\n".encode())
     alice.commit()
     bundle = alice.bundle_for(bob, tmp_path / "alice-to-bob.bundle")
@@ -114,17 +127,23 @@ def test_kill9_during_bundle_apply_touching_many_files(tmp_path):
     template = tmp_path / "template"
     shutil.copytree(bob.root, template, symlinks=True)
     home = tmp_path / "home-bob"
-    duration = timed_cli(home, "bundle", "apply", str(bob.root), str(bundle), "--from", "alice")
+    apply_args = ("bundle", "apply", str(bob.root), str(bundle), "--from", "alice")
+    journal_written, duration = timed_run(home, *apply_args, watch=bob.root / ".git" / "ocsync-journal")
+    assert journal_written < duration, "the apply never wrote its journal"
     assert_consistent(bob, expected)
 
-    for iteration in range(ITERATIONS):
+    # One kill before the journal exists (importing, merging), the others while files are being written.
+    delays = [rng.uniform(0, journal_written)]
+    delays += [rng.uniform(journal_written, duration) for _ in range(ITERATIONS - 1)]
+    interrupted_with_journal = 0
+    for iteration, delay in enumerate(delays):
         copy = Device(bob.name, bob.identity, tmp_path / f"run{iteration}")
         shutil.copytree(template, copy.root, symlinks=True)
-        run_killed_after(
-            home, rng.uniform(0.05, 1.0) * duration, "bundle", "apply", str(copy.root), str(bundle), "--from", "alice"
-        )
+        run_killed_after(home, delay, "bundle", "apply", str(copy.root), str(bundle), "--from", "alice")
+        interrupted_with_journal += (copy.root / ".git" / "ocsync-journal").exists()
         # The next write command first finishes an interrupted apply; then the apply is simply repeated.
         ok(run_cli(home, "commit", str(copy.root)))
         ok(run_cli(home, "bundle", "apply", str(copy.root), str(bundle), "--from", "alice"))
         assert_consistent(copy, expected)
         assert commits_by(copy) == bob_commits_before, "a peer's change was committed as bob's own edit"
+    assert interrupted_with_journal, "no kill landed while the journal existed: the test proved nothing"
