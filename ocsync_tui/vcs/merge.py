@@ -176,9 +176,23 @@ def _device_id(commit: Commit) -> str:
     return email.rpartition(b"@")[0].decode("utf-8", "replace")
 
 
-def _recency(objects: _Objects, commit_id: bytes) -> tuple[int, str, bytes]:
+def _recency(objects: _Objects, commit_id: bytes) -> tuple[int, str]:
     commit = objects.commit(commit_id)
-    return commit.commit_time, _device_id(commit), commit_id
+    return commit.commit_time, _device_id(commit)
+
+
+def _is_newer(objects: _Objects, first: bytes, second: bytes) -> bool:
+    """Whether the commit `first` is newer than `second`: by (commit time, device ID), and for two
+    commits of one device in one second by history (a device's own commits form a line, and on a
+    conflict copy the older version is not kept: it must be the one its device replaced)."""
+    first_key, second_key = _recency(objects, first), _recency(objects, second)
+    if first_key != second_key:
+        return first_key > second_key
+    if _is_ancestor_of_any(objects, second, [first]):
+        return True
+    if _is_ancestor_of_any(objects, first, [second]):
+        return False
+    return first > second
 
 
 def _introduced_by(objects: _Objects, heads: list[bytes], path: str, entry: Entry) -> bytes:
@@ -205,7 +219,7 @@ def _introduced_by(objects: _Objects, heads: list[bytes], path: str, entry: Entr
             pending.extend(inherited)
         else:
             introducers.append(commit_id)
-    return max(introducers, key=lambda commit_id: _recency(objects, commit_id))
+    return max(introducers, key=lambda commit_id: (_recency(objects, commit_id), commit_id))
 
 
 def _is_ancestor_of_any(objects: _Objects, candidate: bytes, descendants: list[bytes]) -> bool:
@@ -305,13 +319,13 @@ class _Merge:
         return self.objects.files(virtual)
 
     def _resolve_both_changed(self, path: str, files: list[dict[str, Entry]]) -> tuple[Entry, _Displaced]:
-        """The version to keep at `path`, and the other one, by (commit time, device ID) of their authors."""
+        """The version to keep at `path`, and the other one as displaced."""
         versions = [
             (_introduced_by(self.objects, [head], path, side[path]), side[path]) for head, side in zip(self.heads, files)
         ]
-        (loser, loser_entry), (winner, winner_entry) = sorted(
-            versions, key=lambda version: (_recency(self.objects, version[0]), version[1])
-        )
+        if not _is_newer(self.objects, versions[0][0], versions[1][0]):
+            versions.reverse()
+        (winner, winner_entry), (loser, loser_entry) = versions
         return winner_entry, _Displaced(path, loser_entry, loser, winner, BOTH_CHANGED)
 
     def _displace_clashing_names(self, merged: dict[str, Entry]) -> list[_Displaced]:

@@ -209,6 +209,29 @@ def test_a_conflict_on_a_conflict_copy_keeps_the_newer_version_and_makes_no_copy
     assert b"kept the newer version" in history.store[result.head].message
 
 
+def test_two_versions_from_one_device_in_one_second_are_ordered_by_history(history: History) -> None:
+    """Both end up as the same conflict copy name on different replicas; the one the device wrote last
+    must stay, even when its commit id sorts first."""
+    root = history.commit(None, {"f": b"r"}, device=DEVICE_C, time=T - 100)
+    first = history.commit(root, {"f": b"v1"}, device=DEVICE_A, time=T)
+    second = next(
+        commit
+        for n in range(100)
+        if (commit := history.commit(first, {"f": b"v2 %d" % n}, device=DEVICE_A, time=T)) < first
+    )
+    second_content = history.files(second)["f"]
+    on_b = history.merge(history.commit(root, {"f": b"b"}, device=DEVICE_B, time=T + 5), first).head
+    on_c = history.merge(history.commit(root, {"f": b"c"}, device=DEVICE_C, time=T + 6), second).head
+    copy = f"f.sync-conflict-{STAMP}-{SHORT_A}"
+    assert (history.files(on_b)[copy], history.files(on_c)[copy]) == (b"v1", second_content)
+
+    result = history.merge(on_b, on_c)
+    assert history.files(result.head)[copy] == second_content
+    assert [(c.path, c.copy_path, c.winner, c.loser) for c in result.conflicts if c.path == copy] == [
+        (copy, None, second, first)
+    ]
+
+
 # --- names a disk cannot hold side by side ------------------------------------------------------------
 
 
