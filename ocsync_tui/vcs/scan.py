@@ -22,7 +22,7 @@ from ocsync_tui.vcs.paths import (
     UnsafePathError,
     validate_tree_path,
 )
-from ocsync_tui.vcs.statcache import StatCache, stat_bytes
+from ocsync_tui.vcs.statcache import QuickKey, StatCache, stat_bytes
 
 _MARKER = os.fsencode(FOLDER_MARKER)
 _GIT_DIR_NAMES = frozenset({b".git", b"git~1"})
@@ -65,68 +65,79 @@ def shown(relpath: bytes) -> str:
     return os.fsdecode(relpath)
 
 
+_NOTHING_TRACKED: dict[bytes, QuickKey] = {}
+_U32 = 0xFFFFFFFF
+
+
 class _Walk:
     def __init__(self, root: bytes, cache: StatCache, rules: IgnoreRules) -> None:
         self.root = root
         self.cache = cache
         self.rules = rules
         self.result = WalkResult()
-        self.present: set[bytes] = set()
+        self.visited: set[bytes] = set()
         self.unknown_dirs: list[bytes] = []
         self._tracked_dirs: set[bytes] | None = None
 
     def tracked_dirs(self) -> set[bytes]:
+        """Every directory with a tracked file somewhere below it."""
         if self._tracked_dirs is None:
             self._tracked_dirs = set()
-            for path in self.cache.entries:
-                while b"/" in path:
-                    path = path.rsplit(b"/", 1)[0]
-                    self._tracked_dirs.add(path)
+            for directory in self.cache.by_directory:
+                while directory and directory not in self._tracked_dirs:
+                    self._tracked_dirs.add(directory)
+                    directory = directory.rpartition(b"/")[0]
         return self._tracked_dirs
 
     def skip(self, relpath: bytes, reason: str) -> None:
         self.result.skipped.append((shown(relpath), reason))
 
     def walk_directory(self, top: bytes) -> None:
-        """Visit every entry below directory `top` (b"" for the root)."""
-        entries = self.cache.entries
+        """Visit every entry below directory `top` (b"" for the root).
+
+        The hot loop of a no-change scan: one lstat and one tuple comparison per unchanged file."""
+        by_directory = self.cache.by_directory
         written_ns = self.cache.written_ns
-        candidates = self.result.candidates
-        present = self.present
         stack = [top]
         while stack:
             directory = stack.pop()
+            self.visited.add(directory)
+            known = by_directory.get(directory, _NOTHING_TRACKED)
             prefix = directory + b"/" if directory else b""
             try:
                 listing = os.scandir(self.root + b"/" + directory if directory else self.root)
             except OSError as error:
                 self.directory_unreadable(directory, error)
                 continue
+            found = []
             with listing:
                 for entry in listing:
                     name = entry.name
-                    relpath = prefix + name
                     try:
                         if entry.is_dir(follow_symlinks=False):
-                            if self.wants_directory(relpath, name, directory):
-                                stack.append(relpath)
+                            if self.wants_directory(prefix + name, name, directory):
+                                stack.append(prefix + name)
                             continue
                         st = entry.stat(follow_symlinks=False)
                     except FileNotFoundError:
-                        if relpath in entries:
-                            present.add(relpath)  # gone mid-scan: decided by the next scan, not this one
-                        self.skip(relpath, "vanished during the scan")
+                        if name in known:
+                            found.append(name)  # gone mid-scan: the next scan decides, not this one
+                        self.skip(prefix + name, "vanished during the scan")
                         continue
-                    cached = entries.get(relpath)
-                    if cached is not None:
-                        present.add(relpath)
-                        git_mode = git_mode_of(st.st_mode)
-                        if git_mode is None:
-                            self.skip(relpath, "not a regular file or symbolic link (tracked; left as it was)")
-                        elif cached[0] != stat_bytes(st, git_mode) or st.st_mtime_ns >= written_ns:
-                            candidates.append(Candidate(relpath, git_mode))
+                    key = known.get(name)
+                    if key is None:
+                        self.visit_untracked(prefix + name, name, directory, st)
                         continue
-                    self.visit_untracked(relpath, name, directory, st)
+                    found.append(name)
+                    if (
+                        key == (st.st_mtime_ns, st.st_ctime_ns, st.st_size & _U32, st.st_ino & _U32)
+                        and st.st_mtime_ns < written_ns
+                    ):
+                        continue
+                    self.visit_tracked(prefix + name, st)
+            if len(found) != len(known):
+                present = set(found)
+                self.result.missing.extend(prefix + name for name in known if name not in present)
 
     def wants_directory(self, relpath: bytes, name: bytes, parent: bytes) -> bool:
         if name.lower() in _GIT_DIR_NAMES:
@@ -138,6 +149,13 @@ class _Walk:
         if self.rules.active and self.rules.prunes_directory(relpath) and relpath not in self.tracked_dirs():
             return False
         return True
+
+    def visit_tracked(self, relpath: bytes, st: os.stat_result) -> None:
+        git_mode = git_mode_of(st.st_mode)
+        if git_mode is None:
+            self.skip(relpath, "not a regular file or symbolic link (tracked; left as it was)")
+        else:
+            self.result.candidates.append(Candidate(relpath, git_mode))
 
     def visit_untracked(self, relpath: bytes, name: bytes, parent: bytes, st: os.stat_result) -> None:
         if is_temp_name(name) or (not parent and name == _MARKER):
@@ -157,60 +175,59 @@ class _Walk:
 
     def visit_path(self, relpath: bytes) -> None:
         """Visit one path given by a caller: a file, a directory, or something now missing."""
-        parents = relpath.split(b"/")[:-1]
+        parent, _, name = relpath.rpartition(b"/")
+        parents = parent.split(b"/") if parent else []
         for depth in range(1, len(parents) + 1):
             try:
                 mode = os.lstat(self.root + b"/" + b"/".join(parents[:depth])).st_mode
             except FileNotFoundError:
-                return  # missing: deletions of what was tracked there follow from `present`
+                mode = None
             except OSError as error:
                 self.directory_unreadable(b"/".join(parents[:depth]), error)
                 return
-            if not stat.S_ISDIR(mode):
+            if mode is None or not stat.S_ISDIR(mode):
+                self.missing_file(parent, name)
                 return
         try:
             st = os.lstat(self.root + b"/" + relpath)
         except FileNotFoundError:
+            self.missing_file(parent, name)
             return
         except OSError as error:
             self.directory_unreadable(relpath, error)
             return
-        name = relpath.rsplit(b"/", 1)[-1]
         if stat.S_ISDIR(st.st_mode):
-            if self.wants_directory(relpath, name, b"/".join(parents)):
+            self.missing_file(parent, name)  # a tracked file may have become this directory
+            if self.wants_directory(relpath, name, parent):
                 self.walk_directory(relpath)
-            return
-        cached = self.cache.entries.get(relpath)
-        if cached is None:
-            self.visit_untracked(relpath, name, b"/".join(parents), st)
-            return
-        self.present.add(relpath)
-        git_mode = git_mode_of(st.st_mode)
-        if git_mode is None:
-            self.skip(relpath, "not a regular file or symbolic link (tracked; left as it was)")
+        elif name in self.cache.by_directory.get(parent, _NOTHING_TRACKED):
+            self.visit_tracked(relpath, st)
         else:
-            self.result.candidates.append(Candidate(relpath, git_mode))
+            self.visit_untracked(relpath, name, parent, st)
+
+    def missing_file(self, parent: bytes, name: bytes) -> None:
+        if name in self.cache.by_directory.get(parent, _NOTHING_TRACKED):
+            self.result.missing.append(parent + b"/" + name if parent else name)
 
     def directory_unreadable(self, directory: bytes, error: OSError) -> None:
         self.unknown_dirs.append(directory)
         reason = "vanished during the scan" if error.errno == errno.ENOENT else f"cannot be read ({error.strerror})"
         self.skip(directory or b".", reason)
 
-    def missing(self, scope: list[bytes] | None) -> list[bytes]:
-        """Tracked paths the walk did not find, within `scope` (None: the whole folder)."""
-        unknown = tuple(d + b"/" for d in self.unknown_dirs if d)
-        whole_folder_unknown = b"" in self.unknown_dirs
-        prefixes = None if scope is None else tuple(p + b"/" for p in scope)
-        found = []
-        for path in self.cache.entries:
-            if path in self.present:
+    def missing_below_unvisited(self, scope: list[bytes] | None) -> None:
+        """Tracked files in directories the walk never entered (gone, or now a file), within `scope`."""
+        unknown = tuple(directory + b"/" for directory in self.unknown_dirs if directory)
+        if b"" in self.unknown_dirs:
+            return
+        within = None if scope is None else tuple(path + b"/" for path in scope)
+        for directory, known in self.cache.by_directory.items():
+            if directory in self.visited or directory in self.unknown_dirs:
                 continue
-            if prefixes is not None and path not in scope and not path.startswith(prefixes):
+            if unknown and (directory + b"/").startswith(unknown):
                 continue
-            if whole_folder_unknown or path in self.unknown_dirs or (unknown and path.startswith(unknown)):
+            if within is not None and directory not in scope and not directory.startswith(within):
                 continue
-            found.append(path)
-        return found
+            self.result.missing.extend(directory + b"/" + name if directory else name for name in known)
 
 
 def walk_folder(
@@ -223,10 +240,8 @@ def walk_folder(
     else:
         for relpath in paths:
             walk.visit_path(relpath)
-    if paths is None and len(walk.present) == len(cache.entries):
-        walk.result.missing = []
-    else:
-        walk.result.missing = walk.missing(paths)
+    walk.missing_below_unvisited(paths)
+    walk.result.missing = sorted(set(walk.result.missing))
     return walk.result
 
 

@@ -32,6 +32,9 @@ _NAME_MASK = 0xFFF
 _U32 = 0xFFFFFFFF
 
 
+QuickKey = tuple[int, int, int, int]
+
+
 @dataclass
 class StatCache:
     """entries: path -> (40 stat bytes, 20-byte blob id); tree_id: hex id they describe, if known."""
@@ -39,9 +42,28 @@ class StatCache:
     entries: dict[bytes, tuple[bytes, bytes]] = field(default_factory=dict)
     tree_id: bytes | None = None
     written_ns: int = 0
+    _by_directory: dict[bytes, dict[bytes, QuickKey]] | None = None
 
-    def is_racy(self, mtime_ns: int) -> bool:
-        return mtime_ns >= self.written_ns
+    @property
+    def by_directory(self) -> dict[bytes, dict[bytes, QuickKey]]:
+        """directory (b"" for the root) -> file name -> quick_key of its entry: what a walk compares."""
+        if self._by_directory is None:
+            self._by_directory = {}
+            for path, (stat, _) in self.entries.items():
+                directory, _, name = path.rpartition(b"/")
+                self._by_directory.setdefault(directory, {})[name] = _quick_key_of(stat)
+        return self._by_directory
+
+
+def quick_key(st: os.stat_result) -> QuickKey:
+    """What an unchanged file keeps: mtime, ctime (chmod, chown and rename-over change it), size, inode;
+    truncated to what the index holds."""
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size & _U32, st.st_ino & _U32)
+
+
+def _quick_key_of(stat: bytes) -> QuickKey:
+    ctime_s, ctime_ns, mtime_s, mtime_ns, _, ino, _, _, _, size = _STAT.unpack(stat)
+    return (mtime_s * 1_000_000_000 + mtime_ns, ctime_s * 1_000_000_000 + ctime_ns, size, ino)
 
 
 def stat_bytes(st: os.stat_result, git_mode: int) -> bytes:
@@ -91,29 +113,37 @@ def load_stat_cache(git_dir: str | os.PathLike[str]) -> StatCache:
     except FileNotFoundError:
         return StatCache()
     try:
-        entries, tree_id = _parse(data, path)
+        return _parse(data, path, written_ns)
     except (ValueError, struct.error, KeyError, AssertionError):
         return StatCache()
-    return StatCache(entries, tree_id, written_ns)
 
 
-def _parse(data: bytes, path: Path) -> tuple[dict[bytes, tuple[bytes, bytes]], bytes | None]:
+def _parse(data: bytes, path: Path, written_ns: int) -> StatCache:
     signature, version, count = _HEADER.unpack_from(data)
     if signature != _SIGNATURE or hashlib.sha1(data[:-20]).digest() != data[-20:]:
         raise ValueError("not a git index")
     if version not in (2, 3):
-        return _parse_with_dulwich(path), None
+        return StatCache(_parse_with_dulwich(path), None, written_ns)
     entries: dict[bytes, tuple[bytes, bytes]] = {}
+    by_directory: dict[bytes, dict[bytes, QuickKey]] = {}
+    unpack_entry = struct.Struct(">10I20sH").unpack_from
     offset = _HEADER.size
+    directory, names = None, {}
     for _ in range(count):
-        flags = int.from_bytes(data[offset + 60 : offset + 62], "big")
+        ctime_s, ctime_ns, mtime_s, mtime_ns, _, ino, _, _, _, size, sha, flags = unpack_entry(data, offset)
         start = offset + _FIXED + (2 if flags & _EXTENDED_FLAG else 0)
         name_length = flags & _NAME_MASK
         end = data.index(b"\0", start) if name_length == _NAME_MASK else start + name_length
         if not flags & 0x3000:  # stage 0 only: entries of an unfinished git merge are not ours to trust
-            entries[data[start:end]] = (data[offset : offset + 40], data[offset + 40 : offset + 60])
+            path_bytes = data[start:end]
+            entries[path_bytes] = (data[offset : offset + 40], sha)
+            parent, _, name = path_bytes.rpartition(b"/")
+            if parent != directory:  # index order keeps a directory's files mostly together
+                directory = parent
+                names = by_directory.setdefault(parent, {})
+            names[name] = (mtime_s * 1_000_000_000 + mtime_ns, ctime_s * 1_000_000_000 + ctime_ns, size, ino)
         offset += (end - offset + 8) & ~7
-    return entries, _read_root_tree(data, offset, len(entries))
+    return StatCache(entries, _read_root_tree(data, offset, len(entries)), written_ns, by_directory)
 
 
 def _parse_with_dulwich(path: Path) -> dict[bytes, tuple[bytes, bytes]]:
