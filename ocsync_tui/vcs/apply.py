@@ -23,7 +23,7 @@ from ocsync_tui.vcs.disk_naming import DiskNaming, probe_disk_naming
 from ocsync_tui.vcs.folder import FolderRepo
 from ocsync_tui.vcs.incoming_trees import validate_commit_trees
 from ocsync_tui.vcs.journal import ApplyJournal, complete_journal, write_journal
-from ocsync_tui.vcs.merge import MergeResult, merge_heads
+from ocsync_tui.vcs.merge import Conflict, MergeResult, merge_heads
 from ocsync_tui.vcs.pack import PackEntry, add_entries_to_store
 
 _PEER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -41,7 +41,7 @@ class ApplyReport:
     old_head: bytes | None
     new_head: bytes | None
     kind: str
-    conflicts: tuple
+    conflicts: tuple[Conflict, ...]
     updated_paths: tuple[bytes, ...]
 
     def summary(self) -> str:
@@ -54,9 +54,11 @@ class ApplyReport:
             f"{self.kind} {short(self.old_head)} -> {short(self.new_head)}: "
             f"{len(self.updated_paths)} file(s) updated"
         )
-        if self.conflicts:
-            text += f", {len(self.conflicts)} conflict(s) kept as conflict copies"
-        return text
+        lines = [text]
+        for conflict in self.conflicts:
+            kept_as = f"other version kept as {conflict.copy_path}" if conflict.copy_path else "newer version kept"
+            lines.append(f"conflict: {conflict.path} ({conflict.reason}; {kept_as})")
+        return "\n".join(lines)
 
 
 def peer_ref(peer_name: str) -> bytes:
@@ -121,15 +123,20 @@ def apply_bundle(
     folder.repo.refs[ref] = theirs
     store = folder.repo.object_store
 
-    for _ in range(_MAX_COMMIT_ROUNDS):
+    for round_number in range(1, _MAX_COMMIT_ROUNDS + 1):
         ours = folder.head()
         merge = _merge(folder, ours, theirs)
         merged = _merged_view(store, merge)
         touched = _changed_paths(merged, _tree(merged, ours), _tree(merged, merge.head))
-        if not touched or not commit_pending(folder, identity, paths=touched).committed:
+        # Commit before you merge: what is on disk at those paths becomes history first. If that made
+        # commits, the merge is redone on top of them; the last round does not commit, so `merge`
+        # always starts from the current head.
+        if round_number == _MAX_COMMIT_ROUNDS or not touched:
+            break
+        if not commit_pending(folder, identity, paths=touched).committed:
             break
     if merge.kind == "up-to-date" or merge.head == ours:
-        return ApplyReport(ours, ours, "up-to-date", tuple(merge.conflicts), ())
+        return ApplyReport(ours, ours, "up-to-date", (), ())
 
     _store_merge_objects(folder, merge)
     journal = ApplyJournal(old_head=ours, new_head=merge.head, paths=tuple(touched))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from ocsync_tui.identity import short_device_id
+from ocsync_tui.vcs.apply import ApplyReport
 from ocsync_tui.vcs.bundle import MissingPrerequisites, create_bundle
 from ocsync_tui.vcs.disk_naming import DiskNaming
 from tests.conftest import git_fsck_strict
@@ -37,13 +38,12 @@ def synced_pair(tmp_path: Path, files: dict[str, bytes]) -> tuple[Device, Device
     return alice, bob
 
 
-def exchange(one: Device, other: Device, scratch: Path) -> None:
+def exchange(one: Device, other: Device, scratch: Path) -> list[ApplyReport]:
     """Both bundles written before either is applied, so each side merges the other's own state."""
     scratch.mkdir(exist_ok=True)
     to_other = one.bundle_for(other, scratch / f"{os.urandom(4).hex()}.bundle")
     to_one = other.bundle_for(one, scratch / f"{os.urandom(4).hex()}.bundle")
-    other.apply(to_other, one)
-    one.apply(to_one, other)
+    return [other.apply(to_other, one), one.apply(to_one, other)]
 
 
 def test_fast_forward_into_an_empty_folder_records_the_peer_head(tmp_path):
@@ -118,10 +118,14 @@ def test_a_conflict_keeps_both_versions_under_the_designed_name(tmp_path):
     bob.write("notes.txt", b"bob's version\n")
     bob.commit()
     loser, winner = loser_and_winner(alice, bob, "notes.txt")
-    expected = {"notes.txt": winner.files()["notes.txt"], expected_copy_name(loser, "notes.txt"): loser.files()["notes.txt"]}
-    exchange(alice, bob, tmp_path / "bundles")
+    copy_name = expected_copy_name(loser, "notes.txt")
+    expected = {"notes.txt": winner.files()["notes.txt"], copy_name: loser.files()["notes.txt"]}
+    reports = exchange(alice, bob, tmp_path / "bundles")
     assert alice.head() == bob.head()
     assert alice.files() == bob.files() == alice.head_files() == expected
+    for report in reports:
+        assert report.kind == "merge"
+        assert f"conflict: notes.txt (changed on both sides; other version kept as {copy_name})" in report.summary()
     git_fsck_strict(alice.root)
     git_fsck_strict(bob.root)
 
