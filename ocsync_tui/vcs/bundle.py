@@ -30,14 +30,18 @@ import os
 import shutil
 import stat
 import tempfile
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from functools import lru_cache, partial
+from operator import itemgetter
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from dulwich.object_store import DiskObjectStore
-from dulwich.objects import S_ISGITLINK, Commit, Tree, valid_hexsha
+from dulwich.object_format import SHA1
+from dulwich.objects import S_ISGITLINK, Commit, Tree, parse_tree, valid_hexsha
 from dulwich.objectspec import parse_commit
 from dulwich.pack import apply_delta
 from dulwich.repo import Repo
@@ -54,6 +58,8 @@ _HEADER_V3 = b"# v3 git bundle\n"
 # Longest header line we accept: a ref line is 41 bytes plus the ref name, a prerequisite line carries
 # a commit subject; anything longer is not a bundle we wrote or git would.
 _MAX_HEADER_LINE = 64 * 1024
+_RECENT_CONTENTS_BYTES = 64 * 1024 * 1024
+_PARSED_TREES_KEPT = 32
 
 
 class BundleError(OcsyncError):
@@ -174,6 +180,8 @@ def _plan_objects(store, commits: list[Commit], boundary: list[bytes]) -> list[_
     planned: list[_PlannedObject] = []
     seen: set[bytes] = set()
     receiver_has: set[bytes] | None = None
+    # Each commit's trees are the next commit's parent trees: parse them once.
+    entries_of = lru_cache(maxsize=_PARSED_TREES_KEPT)(partial(_tree_entries, store))
 
     def visit(tree_id: bytes, parent_tree_ids: list[bytes | None], base: bytes | None) -> None:
         nonlocal receiver_has
@@ -181,16 +189,19 @@ def _plan_objects(store, commits: list[Commit], boundary: list[bytes]) -> list[_
             return
         seen.add(tree_id)
         planned.append(_PlannedObject(tree_id, base))
-        tree = store[tree_id]
-        parent_entries = [_entries(store, parent_id) for parent_id in parent_tree_ids]
-        for name, mode, sha in tree.iteritems():
+        entries = entries_of(tree_id)
+        parents = [entries_of(parent_id) if parent_id is not None else [] for parent_id in parent_tree_ids]
+        # Set difference runs in C: a per-file commit rewrites trees of thousands of entries to change one.
+        changed = sorted(set(entries).difference(*map(set, parents)))
+        by_name = [dict(zip(map(itemgetter(0), parent), parent)) for parent in parents]
+        for name, mode, sha in changed:
             if S_ISGITLINK(mode):
                 continue  # a submodule commit is not ours to send
-            at_path = [entries.get(name) for entries in parent_entries]
-            if any(entry is not None and entry[1] == sha for entry in at_path):
-                continue
+            at_path = [entries_by_name.get(name) for entries_by_name in by_name]
+            if any(entry is not None and entry[2] == sha for entry in at_path):
+                continue  # only the mode changed
             is_tree = stat.S_ISDIR(mode)
-            same_kind = [entry[1] if entry is not None and stat.S_ISDIR(entry[0]) == is_tree else None for entry in at_path]
+            same_kind = [entry[2] if entry is not None and stat.S_ISDIR(entry[1]) == is_tree else None for entry in at_path]
             base = next((candidate for candidate in same_kind if candidate is not None), None)
             if base is None:
                 if receiver_has is None:
@@ -219,7 +230,7 @@ def _reachable_from_trees(store, tree_ids: list[bytes]) -> set[bytes]:
         if tree_id in reached:
             continue
         reached.add(tree_id)
-        for _name, mode, sha in store[tree_id].iteritems():
+        for _name, mode, sha in _tree_entries(store, tree_id):
             if stat.S_ISDIR(mode):
                 pending.append(sha)
             elif not S_ISGITLINK(mode):
@@ -227,10 +238,9 @@ def _reachable_from_trees(store, tree_ids: list[bytes]) -> set[bytes]:
     return reached
 
 
-def _entries(store, tree_id: bytes | None) -> dict[bytes, tuple[int, bytes]]:
-    if tree_id is None:
-        return {}
-    return {name: (mode, sha) for name, mode, sha in store[tree_id].iteritems()}
+def _tree_entries(store, tree_id: bytes) -> list[tuple[bytes, int, bytes]]:
+    """(name, mode, hex id) of each entry, parsed in C without building a Tree object."""
+    return parse_tree(store.get_raw(tree_id)[1], SHA1.oid_length)
 
 
 def _pack_entries(store, commits: list[Commit], planned: list[_PlannedObject]) -> Iterator[PackEntry]:
@@ -238,17 +248,45 @@ def _pack_entries(store, commits: list[Commit], planned: list[_PlannedObject]) -
     for commit in commits:
         yield PackEntry(commit.id, commit.type_num, commit.as_raw_string())
     depth: dict[bytes, int] = {}
+    # A base is mostly the previous version of the same path, planned a little earlier: keep the
+    # latest contents at hand instead of unpacking them again.
+    recent = _RecentContents(_RECENT_CONTENTS_BYTES)
     for item in planned:
         type_num, raw = store.get_raw(item.sha)
         entry = PackEntry(item.sha, type_num, raw)
         if item.base is not None and depth.get(item.base, 0) < MAX_DELTA_DEPTH:
-            base_raw = store.get_raw(item.base)[1]
+            base_raw = recent.get(item.base) or store.get_raw(item.base)[1]
             delta = create_delta(base_raw, raw)
             # Checked before it leaves: a wrong delta would be refused by every receiver forever.
             if delta is not None and b"".join(apply_delta(base_raw, delta)) == raw:
                 entry = PackEntry(item.sha, type_num, raw, item.base, delta)
                 depth[item.sha] = depth.get(item.base, 0) + 1
+        recent.put(item.sha, raw)
         yield entry
+
+
+class _RecentContents:
+    """The most recently used object contents, up to a total size."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._size = 0
+        self._contents: OrderedDict[bytes, bytes] = OrderedDict()
+
+    def get(self, sha: bytes) -> bytes | None:
+        content = self._contents.get(sha)
+        if content is not None:
+            self._contents.move_to_end(sha)
+        return content
+
+    def put(self, sha: bytes, content: bytes) -> None:
+        if sha in self._contents or len(content) > self._capacity:
+            return
+        self._contents[sha] = content
+        self._size += len(content)
+        while self._size > self._capacity:
+            _, evicted = self._contents.popitem(last=False)
+            self._size -= len(evicted)
 
 
 class _HashingWriter:
@@ -388,37 +426,50 @@ def _verify_reachable(store: DiskObjectStore, main_store, head: bytes, bundle_pa
     Objects already in the main store were complete when they landed, so the walk stops there.
     """
     _load(store, head, Commit, bundle_path)
-    new_commits: list[bytes] = []
-    checked_trees: set[bytes] = set()
+    parents_of: dict[bytes, list[bytes]] = {}
+    verified: set[bytes] = set()
     pending, queued = [head], {head}
     while pending:
         commit_id = pending.pop()
         if commit_id in main_store:
             continue
         commit = _load(store, commit_id, Commit, bundle_path)
-        new_commits.append(commit_id)
-        _verify_tree(store, main_store, commit.tree, checked_trees, bundle_path)
+        parents_of[commit_id] = commit.parents
+        _verify_tree(store, main_store, commit.tree, verified, bundle_path)
         for parent in commit.parents:
             if parent not in queued:
                 queued.add(parent)
                 pending.append(parent)
-    return _parents_first(store, new_commits)
+    return _parents_first(parents_of)
 
 
-def _verify_tree(store, main_store, tree_id: bytes, checked: set[bytes], bundle_path: Path) -> None:
+def _verify_tree(store, main_store, tree_id: bytes, verified: set[bytes], bundle_path: Path) -> None:
+    """Check that a tree and everything it reaches exist; `verified` carries what was checked already."""
     pending = [tree_id]
     while pending:
         tree_id = pending.pop()
-        if tree_id in checked or tree_id in main_store:
+        if tree_id in verified or tree_id in main_store:
             continue
-        checked.add(tree_id)
-        for _name, mode, sha in _load(store, tree_id, Tree, bundle_path).iteritems():
-            if S_ISGITLINK(mode):
+        type_num, raw = _load_raw(store, tree_id, bundle_path)
+        if type_num != Tree.type_num:
+            raise BundleError(f"{bundle_path}: {tree_id.decode()} should be a tree")
+        verified.add(tree_id)
+        # Successive versions of a tree share all but a few entries: only new ids cost a lookup.
+        for _name, mode, sha in parse_tree(raw, SHA1.oid_length):
+            if sha in verified or S_ISGITLINK(mode):
                 continue
             if stat.S_ISDIR(mode):
                 pending.append(sha)
-            elif sha not in store:
-                raise BundleError(f"{bundle_path}: the bundle lacks object {sha.decode()}; fetch it again")
+            else:
+                _load_raw(store, sha, bundle_path)
+                verified.add(sha)
+
+
+def _load_raw(store, sha: bytes, bundle_path: Path) -> tuple[int, bytes]:
+    try:
+        return store.get_raw(sha)
+    except KeyError:
+        raise BundleError(f"{bundle_path}: the bundle lacks object {sha.decode()}; fetch it again") from None
 
 
 def _load(store, sha: bytes, kind: type, bundle_path: Path):
@@ -431,19 +482,18 @@ def _load(store, sha: bytes, kind: type, bundle_path: Path):
     return obj
 
 
-def _parents_first(store, commit_ids: list[bytes]) -> list[bytes]:
+def _parents_first(parents_of: dict[bytes, list[bytes]]) -> list[bytes]:
     """The commits in an order where each comes after those of its parents that are among them."""
-    members = set(commit_ids)
     ordered: list[bytes] = []
     placed: set[bytes] = set()
-    for start in commit_ids:
+    for start in parents_of:
         stack = [start]
         while stack:
             commit_id = stack[-1]
             if commit_id in placed:
                 stack.pop()
                 continue
-            waiting = [parent for parent in store[commit_id].parents if parent in members and parent not in placed]
+            waiting = [parent for parent in parents_of[commit_id] if parent in parents_of and parent not in placed]
             if waiting:
                 stack.extend(waiting)
             else:

@@ -45,8 +45,9 @@ def create_delta(base: bytes, target: bytes) -> bytes | None:
     pending = prefix  # start of the target bytes no copy covers yet
     resume = prefix  # base offset just after the last copy: where an in-place edit picks up again
     index: dict[bytes, int] | None = None
-    # A gap shorter than two keys cannot hold a match worth a copy: it becomes one insert.
-    position = prefix if end - prefix >= 2 * KEY_SIZE else end
+    # A gap too short for two indexed matches saves less than indexing the base costs (an added tree
+    # entry is such a gap): it becomes one insert.
+    position = prefix if end - prefix >= 2 * MIN_INDEXED_MATCH else end
     misses = 0
     while position + KEY_SIZE <= end:
         key = target[position : position + KEY_SIZE]
