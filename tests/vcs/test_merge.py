@@ -436,20 +436,22 @@ class _Replicas:
     def __init__(self, shared_root: bool) -> None:
         self.history = History()
         self.clock = T
+        self.edits = 0
         root = self.history.commit(None, {"b": b"root"}, device=DEVICE_C, time=T) if shared_root else None
         self.heads: list[bytes | None] = [root, root, root]
         self.devices = [DEVICE_A, DEVICE_B, DEVICE_C]
         self.must_survive: dict[bytes, str] = {b"root": "b"} if shared_root else {}
 
-    def edit(self, replica: int, path: str, delete: bool) -> None:
+    def edit(self, replica: int, path: str, delete: bool, same_second: bool) -> None:
         head = self.heads[replica]
         files = self.history.files(head) if head else {}
         if delete and path not in files:
             return
         if not delete and any(p.startswith(path + "/") or path.startswith(p + "/") for p in files):
             return  # a file and a folder of one name cannot both be on one disk
-        self.clock += 1
-        content = None if delete else f"v{self.clock} {path}".encode()
+        self.edits += 1
+        self.clock += 0 if same_second else 1
+        content = None if delete else f"edit {self.edits} of {path}".encode()
         if path in files:
             self.must_survive.pop(files[path], None)  # seen and replaced by this edit
         if content is not None:
@@ -485,7 +487,7 @@ class _Replicas:
         assert len(set(self.heads)) == 1
 
 
-_edit = st.tuples(st.just("edit"), st.integers(0, 2), st.sampled_from(PATHS), st.booleans())
+_edit = st.tuples(st.just("edit"), st.integers(0, 2), st.sampled_from(PATHS), st.booleans(), st.booleans())
 _pull = st.tuples(st.just("pull"), st.integers(0, 2), st.integers(0, 2))
 _operation = st.one_of(_edit, _edit, _pull)  # edits twice as often: more concurrent changes to merge
 
