@@ -130,8 +130,11 @@ def create_bundle(folder: FolderLike, since: list[str], out: Path) -> BundleInfo
         header += b"-" + commit_id + b" " + _subject(repo.object_store[commit_id]) + b"\n"
     header += head + b" " + MAIN_REF + b"\n" + head + b" HEAD\n\n"
 
-    out = Path(out)
-    fd, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    out = Path(out).absolute()
+    try:
+        fd, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    except OSError as error:
+        raise BundleError(f"cannot write a bundle in {out.parent}: {error.strerror}") from error
     try:
         with os.fdopen(fd, "wb") as raw_file:
             hashing = _HashingWriter(raw_file)
@@ -141,9 +144,11 @@ def create_bundle(folder: FolderLike, since: list[str], out: Path) -> BundleInfo
             os.fsync(raw_file.fileno())
         os.replace(temporary, out)
         fsync_directory(out.parent)
-    except BaseException:
+    except BaseException as error:
         with suppress(FileNotFoundError):
             os.remove(temporary)
+        if isinstance(error, OSError):
+            raise BundleError(f"cannot write the bundle {out}: {error.strerror}") from error
         raise
     return BundleInfo(
         commit_count=len(commits),
@@ -214,8 +219,9 @@ def _plan_objects(store, commits: list[Commit], boundary: list[bytes]) -> list[_
                 seen.add(sha)
                 planned.append(_PlannedObject(sha, base))
 
+    tree_of = {commit.id: commit.tree for commit in commits}
     for commit in commits:
-        parent_trees = [store[parent].tree for parent in commit.parents]
+        parent_trees = [tree_of.get(parent) or store[parent].tree for parent in commit.parents]
         if commit.tree not in parent_trees:
             visit(commit.tree, list(parent_trees), parent_trees[0] if parent_trees else None)
     return planned

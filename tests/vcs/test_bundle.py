@@ -292,6 +292,12 @@ def test_unknown_revisions_and_empty_folders_are_clear_errors(history, tmp_path:
     with pytest.raises(BundleError, match="no commits yet"):
         create_bundle(new_folder(tmp_path / "empty"), [], tmp_path / "x.bundle")
     assert not (tmp_path / "x.bundle").exists()
+    with pytest.raises(BundleError, match="cannot write a bundle in"):
+        create_bundle(folder, [], tmp_path / "missing" / "x.bundle")
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(BundleError, match="cannot write the bundle"):
+        create_bundle(folder, [], tmp_path / "taken")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["empty", "source", "taken"]
 
 
 @pytest.fixture
