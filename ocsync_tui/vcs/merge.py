@@ -68,6 +68,7 @@ class MergeResult:
 
 
 _SHA_LENGTH = 20
+_MAX_VIRTUAL_BASE_DEPTH = 16
 
 
 def _missing(object_id: bytes) -> MergeError:
@@ -300,11 +301,15 @@ class _Displaced:
 
 
 class _Merge:
-    """One three-way merge of two heads that share no ancestry line."""
+    """One three-way merge of two heads, neither of which contains the other.
 
-    def __init__(self, objects: _Objects, a: bytes, b: bytes) -> None:
+    `depth` counts the virtual merge bases being built around this one.
+    """
+
+    def __init__(self, objects: _Objects, a: bytes, b: bytes, depth: int) -> None:
         self.objects = objects
         self.heads = sorted([a, b])
+        self.depth = depth
 
     def _introduced_by(self, path: str, entry: Entry) -> bytes:
         return _introduced_by(self.objects, self.heads, path, entry)
@@ -314,8 +319,12 @@ class _Merge:
         if not bases:
             return {}
         virtual = bases[0]
-        for other in bases[1:]:
-            virtual = _merge(self.objects, virtual, other).head
+        # A crafted history can nest criss-crosses without end. Past this depth one real base stands in
+        # for the virtual one: more conflicts, never a lost version (any common ancestor is a safe base,
+        # since a version it shares with one side was replaced on the other).
+        if self.depth < _MAX_VIRTUAL_BASE_DEPTH:
+            for other in bases[1:]:
+                virtual = _merge(self.objects, virtual, other, self.depth + 1).head
         return self.objects.files(virtual)
 
     def _resolve_both_changed(self, path: str, files: list[dict[str, Entry]]) -> tuple[Entry, _Displaced]:
@@ -401,7 +410,7 @@ def _message(conflicts: list[Conflict]) -> bytes:
     return ("merge\n" + ("\n" + body if body else "")).encode("utf-8", "surrogateescape")
 
 
-def _merge(objects: _Objects, ours: bytes, theirs: bytes) -> MergeResult:
+def _merge(objects: _Objects, ours: bytes, theirs: bytes, depth: int = 0) -> MergeResult:
     if ours == theirs:
         return MergeResult("up-to-date", ours)
     bases = _merge_bases(objects, ours, theirs)
@@ -409,7 +418,7 @@ def _merge(objects: _Objects, ours: bytes, theirs: bytes) -> MergeResult:
         return MergeResult("up-to-date", ours)
     if bases == [ours]:
         return MergeResult("fast-forward", theirs)
-    commit, trees, conflicts = _Merge(objects, ours, theirs).run()
+    commit, trees, conflicts = _Merge(objects, ours, theirs, depth).run()
     for obj in [*trees, commit]:
         objects.add(obj)
     return MergeResult("merge", commit.id, [*trees, commit], conflicts)

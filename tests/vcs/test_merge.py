@@ -310,6 +310,21 @@ def test_three_merge_bases_are_merged_into_one_virtual_base(history: History) ->
     assert history.files(result.head) == {"x1": b"a", "x2": b"a", "x3": b"b"}
 
 
+def test_criss_crosses_nested_hundreds_deep_merge_without_exhausting_the_stack(history: History) -> None:
+    """Each level's two commits have the previous level's two as merge bases: a crafted history."""
+    root = history.commit(None, {"f": b"r"}, device=DEVICE_C, time=T)
+    left = history.commit(root, {"f": b"left 0"}, device=DEVICE_A, time=T + 1)
+    right = history.commit(root, {"f": b"right 0"}, device=DEVICE_B, time=T + 1)
+    for level in range(1, 400):
+        left, right = (
+            history.commit([left, right], {"f": b"left %d" % level}, device=DEVICE_A, time=T + 1 + level),
+            history.commit([right, left], {"f": b"right %d" % level}, device=DEVICE_B, time=T + 1 + level),
+        )
+    result = history.merge(left, right)
+    assert merge_heads(history.store, right, left).head == result.head
+    assert sorted(history.files(result.head).values()) == [b"left 399", b"right 399"]
+
+
 def test_unrelated_histories_merge_against_an_empty_base(history: History) -> None:
     mine = history.commit(None, {"same": b"s", "f": b"mine"}, device=DEVICE_A, time=T)
     yours = history.commit(None, {"same": b"s", "f": b"yours"}, device=DEVICE_B, time=T + 1)
