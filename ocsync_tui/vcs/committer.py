@@ -9,6 +9,7 @@ rename and is never held. Other deletions are refused while the folder marker is
 they would remove more than half of the files (and more than 10) until confirmed.
 """
 
+import functools
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -119,7 +120,6 @@ class _Run:
         self.builder = TreeBuilder(self._read_tree, bytes.fromhex(head_commit.tree.decode()) if head_commit else None)
         self.records: list[CommitRecord] = []
         self.added_blobs: set[bytes] = set()
-        self.tracked_blobs = {blob for _, blob in cache.entries.values()}
         self.look_up_store = False
         self.cache_changed = cache.tree_id != (head_commit.tree if head_commit else None)
 
@@ -143,6 +143,10 @@ class _Run:
         self.added_blobs.add(blob)
         self._commit("modify" if old is not None else "add", relpath)
         self.record_stat(relpath, read.stat, blob)
+
+    @functools.cached_property
+    def tracked_blobs(self) -> set[bytes]:
+        return {blob for _, blob in self.cache.entries.values()}
 
     def _in_store(self, blob: bytes) -> bool:
         return self.look_up_store and blob.hex().encode("ascii") in self.store
@@ -224,7 +228,7 @@ def commit_pending(
             f"folder's disk unmounted? Nothing was committed. If the folder is really there, restore the "
             f"marker with `ocsync init {folder.path}`"
         )
-    tracked = len(cache.entries)
+    tracked = cache.tracked_count()
     run = _Run(folder, identity, cache, int(clock()))
     run.look_up_store = len(walk.candidates) <= _STORE_LOOKUPS_UP_TO
     deletions = set(walk.missing)

@@ -8,15 +8,21 @@ earlier than the index was written, where an edit in the same timestamp tick wou
 The index's cache-tree extension (`TREE`, written for the root only) names the tree the entries
 describe; git keeps it valid across stat refreshes and invalidates it when it stages anything. A missing,
 invalid or different tree id means git (or a crash between moving main and writing the index) changed
-the entries since we wrote them; the committer then reconciles them with HEAD's tree before trusting them. The cache is only ever a cache: losing it costs re-reading
-files, never a change.
+the entries since we wrote them; the committer then reconciles them with HEAD's tree before trusting them.
+
+Parsing 100,000 index entries in Python takes longer than walking the folder, so beside the index lies
+`ocsync-statcache`: what a no-change scan needs (the tree id and each directory's quick stat keys) as one
+marshal blob, tagged with the size, mtime, inode and checksum of the index it was made from. It is used
+only while the index is exactly that file; otherwise the index is parsed and the blob remade. The
+entries themselves are parsed from the index only when a scan finds something to commit.
+The cache is only ever a cache: losing it costs re-reading files, never a change.
 """
 
 import hashlib
+import marshal
 import os
 import struct
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from dulwich.index import read_index_dict
@@ -33,37 +39,63 @@ _U32 = 0xFFFFFFFF
 
 
 QuickKey = tuple[int, int, int, int]
+Entries = dict[bytes, tuple[bytes, bytes]]
+SIDECAR_NAME = "ocsync-statcache"
+_SIDECAR_FORMAT = 1
 
 
-@dataclass
 class StatCache:
-    """entries: path -> (40 stat bytes, 20-byte blob id); tree_id: hex id they describe, if known."""
+    """entries: path -> (40 stat bytes, 20-byte blob id); tree_id: hex id they describe, if known;
+    written_ns: mtime of the index they were read from (entries at or after it are racy)."""
 
-    entries: dict[bytes, tuple[bytes, bytes]] = field(default_factory=dict)
-    tree_id: bytes | None = None
-    written_ns: int = 0
-    _by_directory: dict[bytes, dict[bytes, QuickKey]] | None = None
+    def __init__(
+        self,
+        entries: Entries | None = None,
+        tree_id: bytes | None = None,
+        written_ns: int = 0,
+        *,
+        by_directory: dict[bytes, dict[bytes, QuickKey]] | None = None,
+        parse_entries: Callable[[], Entries] | None = None,
+    ) -> None:
+        self._entries = entries if entries is not None or parse_entries else {}
+        self._parse_entries = parse_entries
+        self.tree_id = tree_id
+        self.written_ns = written_ns
+        self._by_directory = by_directory
+
+    @property
+    def entries(self) -> Entries:
+        if self._entries is None:
+            assert self._parse_entries is not None
+            self._entries = self._parse_entries()
+        return self._entries
 
     @property
     def by_directory(self) -> dict[bytes, dict[bytes, QuickKey]]:
-        """directory (b"" for the root) -> file name -> quick_key of its entry: what a walk compares."""
+        """directory (b"" for the root) -> file name -> the quick key of its entry: (mtime_ns,
+        ctime_ns, size, inode), truncated as the index holds them; what a walk compares an lstat with."""
         if self._by_directory is None:
-            self._by_directory = {}
-            for path, (stat, _) in self.entries.items():
-                directory, _, name = path.rpartition(b"/")
-                self._by_directory.setdefault(directory, {})[name] = _quick_key_of(stat)
+            self._by_directory = _by_directory(self.entries)
         return self._by_directory
 
+    def tracked_count(self) -> int:
+        if self._entries is None:
+            return sum(len(names) for names in self.by_directory.values())
+        return len(self._entries)
 
-def quick_key(st: os.stat_result) -> QuickKey:
-    """What an unchanged file keeps: mtime, ctime (chmod, chown and rename-over change it), size, inode;
-    truncated to what the index holds."""
-    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size & _U32, st.st_ino & _U32)
 
-
-def _quick_key_of(stat: bytes) -> QuickKey:
-    ctime_s, ctime_ns, mtime_s, mtime_ns, _, ino, _, _, _, size = _STAT.unpack(stat)
-    return (mtime_s * 1_000_000_000 + mtime_ns, ctime_s * 1_000_000_000 + ctime_ns, size, ino)
+def _by_directory(entries: Entries) -> dict[bytes, dict[bytes, QuickKey]]:
+    result: dict[bytes, dict[bytes, QuickKey]] = {}
+    for path, (stat, _) in entries.items():
+        directory, _, name = path.rpartition(b"/")
+        ctime_s, ctime_ns, mtime_s, mtime_ns, _, ino, _, _, _, size = _STAT.unpack(stat)
+        result.setdefault(directory, {})[name] = (
+            mtime_s * 1_000_000_000 + mtime_ns,
+            ctime_s * 1_000_000_000 + ctime_ns,
+            size,
+            ino,
+        )
+    return result
 
 
 def stat_bytes(st: os.stat_result, git_mode: int) -> bytes:
@@ -108,42 +140,79 @@ def load_stat_cache(git_dir: str | os.PathLike[str]) -> StatCache:
     path = Path(git_dir) / INDEX_NAME
     try:
         with open(path, "rb") as handle:
-            written_ns = os.fstat(handle.fileno()).st_mtime_ns
+            identity = os.fstat(handle.fileno())
             data = handle.read()
     except FileNotFoundError:
         return StatCache()
-    try:
-        return _parse(data, path, written_ns)
-    except (ValueError, struct.error, KeyError, AssertionError):
+    if len(data) < _HEADER.size + 20:
         return StatCache()
+    sidecar = _read_sidecar(Path(git_dir), identity, data[-20:])
+    if sidecar is not None:
+        tree_id, by_directory = sidecar
+        return StatCache(
+            None,
+            tree_id,
+            identity.st_mtime_ns,
+            by_directory=by_directory,
+            parse_entries=lambda: _parse_or_empty(data, path)[0],
+        )
+    entries, tree_id = _parse_or_empty(data, path)
+    cache = StatCache(entries, tree_id, identity.st_mtime_ns)
+    _write_sidecar(Path(git_dir), identity, data[-20:], cache)
+    return cache
 
 
-def _parse(data: bytes, path: Path, written_ns: int) -> StatCache:
+def _parse_or_empty(data: bytes, path: Path) -> tuple[Entries, bytes | None]:
+    try:
+        return _parse(data, path)
+    except (ValueError, struct.error, KeyError, AssertionError):
+        return {}, None
+
+
+def _parse(data: bytes, path: Path) -> tuple[Entries, bytes | None]:
     signature, version, count = _HEADER.unpack_from(data)
     if signature != _SIGNATURE or hashlib.sha1(data[:-20]).digest() != data[-20:]:
         raise ValueError("not a git index")
     if version not in (2, 3):
-        return StatCache(_parse_with_dulwich(path), None, written_ns)
-    entries: dict[bytes, tuple[bytes, bytes]] = {}
-    by_directory: dict[bytes, dict[bytes, QuickKey]] = {}
-    unpack_entry = struct.Struct(">10I20sH").unpack_from
+        return _parse_with_dulwich(path), None
+    entries: Entries = {}
     offset = _HEADER.size
-    directory, names = None, {}
     for _ in range(count):
-        ctime_s, ctime_ns, mtime_s, mtime_ns, _, ino, _, _, _, size, sha, flags = unpack_entry(data, offset)
+        flags = int.from_bytes(data[offset + 60 : offset + 62], "big")
         start = offset + _FIXED + (2 if flags & _EXTENDED_FLAG else 0)
         name_length = flags & _NAME_MASK
         end = data.index(b"\0", start) if name_length == _NAME_MASK else start + name_length
         if not flags & 0x3000:  # stage 0 only: entries of an unfinished git merge are not ours to trust
-            path_bytes = data[start:end]
-            entries[path_bytes] = (data[offset : offset + 40], sha)
-            parent, _, name = path_bytes.rpartition(b"/")
-            if parent != directory:  # index order keeps a directory's files mostly together
-                directory = parent
-                names = by_directory.setdefault(parent, {})
-            names[name] = (mtime_s * 1_000_000_000 + mtime_ns, ctime_s * 1_000_000_000 + ctime_ns, size, ino)
+            entries[data[start:end]] = (data[offset : offset + 40], data[offset + 40 : offset + 60])
         offset += (end - offset + 8) & ~7
-    return StatCache(entries, _read_root_tree(data, offset, len(entries)), written_ns, by_directory)
+    return entries, _read_root_tree(data, offset, len(entries))
+
+
+def _sidecar_tag(identity: os.stat_result, checksum: bytes) -> tuple:
+    return (_SIDECAR_FORMAT, identity.st_size, identity.st_mtime_ns, identity.st_ino, checksum)
+
+
+def _read_sidecar(
+    git_dir: Path, identity: os.stat_result, checksum: bytes
+) -> tuple[bytes | None, dict[bytes, dict[bytes, QuickKey]]] | None:
+    try:
+        tag, tree_id, by_directory = marshal.loads((git_dir / SIDECAR_NAME).read_bytes())
+    except (OSError, EOFError, ValueError, TypeError):
+        return None
+    if tag != _sidecar_tag(identity, checksum):
+        return None
+    return tree_id, by_directory
+
+
+def _write_sidecar(git_dir: Path, identity: os.stat_result, checksum: bytes, cache: StatCache) -> None:
+    """Best effort: without it the next scan parses the index instead."""
+    blob = marshal.dumps((_sidecar_tag(identity, checksum), cache.tree_id, cache.by_directory))
+    temp = git_dir / (SIDECAR_NAME + ".tmp")
+    try:
+        temp.write_bytes(blob)
+        os.replace(temp, git_dir / SIDECAR_NAME)
+    except OSError:
+        pass
 
 
 def _parse_with_dulwich(path: Path) -> dict[bytes, tuple[bytes, bytes]]:
@@ -206,9 +275,12 @@ def save_stat_cache(
     body = b"".join(parts)
     path = Path(git_dir) / INDEX_NAME
     temp = path.with_name(INDEX_NAME + ".ocsync-tmp")
+    checksum = hashlib.sha1(body).digest()
     with open(temp, "wb") as handle:
         handle.write(body)
-        handle.write(hashlib.sha1(body).digest())
+        handle.write(checksum)
         handle.flush()
         os.fsync(handle.fileno())
+        identity = os.fstat(handle.fileno())
     os.replace(temp, path)
+    _write_sidecar(Path(git_dir), identity, checksum, StatCache(dict(entries), tree_id))
