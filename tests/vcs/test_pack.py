@@ -10,6 +10,8 @@ import pytest
 from dulwich.objects import Blob, Commit, Tree
 from dulwich.pack import create_delta
 from dulwich.repo import Repo
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ocsync_tui.vcs.pack import MAX_DELTA_DEPTH, PackEntry, add_entries_to_store, object_id, write_pack
 from tests.conftest import git_fsck_strict
@@ -204,3 +206,28 @@ def test_kill_at_any_moment_leaves_a_store_git_accepts(tmp_path: Path) -> None:
         for name in pack_listing(tmp_path):
             if name.endswith(".idx"):
                 git(tmp_path, "verify-pack", str(tmp_path / ".git/objects/pack" / name))
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    contents=st.lists(st.binary(min_size=0, max_size=3000), min_size=1, max_size=12),
+    bases=st.lists(st.integers(-1, 11), min_size=12, max_size=12),
+)
+def test_any_mix_of_whole_objects_and_deltas_reads_back(tmp_path_factory, contents, bases) -> None:
+    """Deltas against earlier, later, missing and repeated entries: git must read every object back."""
+    repo_path = tmp_path_factory.mktemp("store")
+    repo = Repo.init(str(repo_path), mkdir=False)
+    blobs = [Blob.from_string(content) for content in contents]
+    entries = []
+    for blob, base_index in zip(blobs, bases):
+        if 0 <= base_index < len(blobs) and blobs[base_index].id != blob.id:
+            entries.append(delta_entry(blob, blobs[base_index]))
+        else:
+            entries.append(whole(blob))
+    add_entries_to_store(repo.object_store, entries)
+
+    batch = git(repo_path, "cat-file", "--batch", input=b"".join(blob.id + b"\n" for blob in blobs))
+    expected = b"".join(b"%s blob %d\n%s\n" % (blob.id, len(blob.data), blob.data) for blob in blobs)
+    assert batch == expected
+    git_fsck_strict(repo_path)
+    repo.close()
