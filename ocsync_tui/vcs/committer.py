@@ -239,7 +239,8 @@ def commit_pending(
             deletion_dirs.add(path)
     total = len(walk.candidates) + len(deletions)
     done = 0
-    for candidate in walk.candidates:
+    # Path order: a stable history, and new entries mostly land at the end of their trees.
+    for candidate in sorted(walk.candidates, key=lambda candidate: candidate.relpath):
         done += 1
         if progress and done % _PROGRESS_EVERY == 0:
             progress(done, total)
