@@ -20,9 +20,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Literal
 
-from dulwich.index import commit_tree
 from dulwich.lru_cache import LRUCache
-from dulwich.object_store import BaseObjectStore, MemoryObjectStore
+from dulwich.object_store import BaseObjectStore
 from dulwich.objects import Commit, ShaFile, Tree
 
 from ocsync_tui.errors import OcsyncError
@@ -381,18 +380,33 @@ class _Merge:
             displaced.append(loser)
         displaced += self._displace_clashing_names(merged)
         conflicts = self._place_copies(merged, displaced)
-        scratch = MemoryObjectStore()
-        root = commit_tree(
-            scratch, [(path.encode("utf-8", "surrogateescape"), sha, mode) for path, (mode, sha) in merged.items()]
-        )
+        trees = _trees_for(merged)
         commit = Commit()
-        commit.tree = root
+        commit.tree = trees[-1].id
         commit.parents = self.heads
         commit.author = commit.committer = MERGE_IDENTITY
         commit.author_time = commit.commit_time = max(self.objects.commit(h).commit_time for h in self.heads)
         commit.author_timezone = commit.commit_timezone = 0
         commit.message = _message(conflicts)
-        return commit, [scratch[object_id] for object_id in scratch], conflicts
+        return commit, trees, conflicts
+
+
+def _trees_for(files: dict[str, Entry]) -> list[Tree]:
+    """The distinct trees holding `files`, each after the trees inside it, the root last.
+
+    Built without recursion: a peer's tree may nest folders thousands deep.
+    """
+    directories: dict[bytes, Tree] = {b"": Tree()}
+    for path, (mode, sha) in files.items():
+        parts = path.encode("utf-8", "surrogateescape").split(b"/")
+        for depth in range(1, len(parts)):
+            directories.setdefault(b"/".join(parts[:depth]), Tree())
+        directories[b"/".join(parts[:-1])].add(parts[-1], mode, sha)
+    deepest_first = sorted(directories, key=lambda directory: -directory.count(b"/") - bool(directory))
+    for directory in deepest_first[:-1]:
+        parent, _, name = directory.rpartition(b"/")
+        directories[parent].add(name, DIRECTORY_MODE, directories[directory].id)
+    return list({directories[directory].id: directories[directory] for directory in deepest_first}.values())
 
 
 def _message(conflicts: list[Conflict]) -> bytes:

@@ -11,13 +11,14 @@ import re
 import unicodedata
 
 from dulwich.errors import ObjectFormatException
-from dulwich.object_store import BaseObjectStore
+from dulwich.object_store import DEFAULT_MAX_TREE_DEPTH, BaseObjectStore
 from dulwich.objects import Tree, parse_tree
 
 from ocsync_tui.errors import OcsyncError
 
 FOLDER_MARKER = ".ocsync-folder"
 NAME_MAX_BYTES = 255  # the longest file name ext4, APFS, NTFS and their kin hold
+PATH_MAX_BYTES = 4096  # the longest path Linux system calls accept (macOS: 1024)
 
 REGULAR_FILE_MODE = 0o100644
 EXECUTABLE_FILE_MODE = 0o100755
@@ -38,6 +39,7 @@ _GIT = re.compile(r"\.git|git~1")
 _GITMODULES = re.compile(r"\.gitmodules|gitmod~[1-4]|gi7eba~[1-9][0-9]*")
 _MARKER = re.compile(re.escape(FOLDER_MARKER) + r"|ocsync~[1-4]")
 _TREE_OBJECT_TYPE = Tree.type_num
+_TOO_LONG = f"longer than {PATH_MAX_BYTES} bytes, more than a system call accepts"
 
 
 class UnsafePathError(OcsyncError):
@@ -94,6 +96,8 @@ def validate_tree_path(path: bytes, mode: int = REGULAR_FILE_MODE) -> str:
     """Return `path` as text if a file with `mode` may be written there; raise UnsafePathError if not."""
     if path.startswith(b"/"):
         raise UnsafePathError(f"refusing path {_shown(path)}: it is absolute")
+    if len(path) > PATH_MAX_BYTES:
+        raise UnsafePathError(f"refusing path {_shown(path[:60])}…: {_TOO_LONG}")
     components = path.split(b"/")
     for index, component in enumerate(components):
         component_mode = mode if index == len(components) - 1 else DIRECTORY_MODE
@@ -132,11 +136,16 @@ def _tree_entries(object_store: BaseObjectStore, tree_id: bytes, where: bytes) -
 
 def validate_tree(object_store: BaseObjectStore, tree_id: bytes) -> None:
     """Raise UnsafePathError unless every entry below `tree_id` may be written to a synced folder."""
-    pending = [(tree_id, b"")]
+    pending = [(tree_id, b"", 0)]
     while pending:
-        current_id, prefix = pending.pop()
+        current_id, prefix, depth = pending.pop()
+        if depth >= DEFAULT_MAX_TREE_DEPTH:
+            # dulwich's tree walks stop there with their own exception; refuse first, with ours.
+            raise UnsafePathError(f"refusing path {_shown(prefix[:60])}…: folders nested over {depth} deep")
         for name, mode, sha in _tree_entries(object_store, current_id, prefix):
             path = prefix + name
+            if len(path) > PATH_MAX_BYTES:
+                raise UnsafePathError(f"refusing path {_shown(path[:60])}…: {_TOO_LONG}")
             if mode == SUBMODULE_MODE:
                 raise UnsafePathError(f"refusing path {_shown(path)}: submodules (mode 160000) are not synced")
             if mode not in FILE_MODES and mode != DIRECTORY_MODE:
@@ -145,7 +154,7 @@ def validate_tree(object_store: BaseObjectStore, tree_id: bytes) -> None:
             if reason:
                 raise UnsafePathError(f"refusing path {_shown(path)}: {reason}")
             if mode == DIRECTORY_MODE:
-                pending.append((sha, path + b"/"))
+                pending.append((sha, path + b"/", depth + 1))
 
 
 def collision_key(path: str) -> str:

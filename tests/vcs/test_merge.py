@@ -325,6 +325,24 @@ def test_criss_crosses_nested_hundreds_deep_merge_without_exhausting_the_stack(h
     assert sorted(history.files(result.head).values()) == [b"left 399", b"right 399"]
 
 
+def test_folders_nested_over_a_thousand_deep_merge_without_exhausting_the_stack(history: History) -> None:
+    deep_file = "d/" * 1200 + "f"
+    blob = Blob.from_string(b"deep")
+    history.store.add_object(blob)
+    tree = Tree()
+    tree.add(b"f", 0o100644, blob.id)
+    for _ in range(1200):  # built here without recursion, as a peer could send it
+        history.store.add_object(tree)
+        parent = Tree()
+        parent.add(b"d", 0o040000, tree.id)
+        tree = parent
+    history.store.add_object(tree)
+    ours = history.commit(None, {"x": b"x"}, device=DEVICE_A, time=T)
+    theirs = _rewritten(history, history.commit(None, {}, device=DEVICE_B, time=T + 1), tree=tree.id)
+    result = history.merge(ours, theirs)
+    assert history.files(result.head) == {"x": b"x", deep_file: b"deep"}
+
+
 def test_unrelated_histories_merge_against_an_empty_base(history: History) -> None:
     mine = history.commit(None, {"same": b"s", "f": b"mine"}, device=DEVICE_A, time=T)
     yours = history.commit(None, {"same": b"s", "f": b"yours"}, device=DEVICE_B, time=T + 1)

@@ -116,6 +116,27 @@ def blob_id(store: MemoryObjectStore) -> bytes:
     return blob.id
 
 
+def test_a_path_longer_than_any_system_call_accepts_is_refused(store: MemoryObjectStore, blob_id: bytes) -> None:
+    with pytest.raises(UnsafePathError, match="longer than 4096 bytes"):
+        validate_tree_path(b"a/" * 2048 + b"b")
+    assert validate_tree_path(b"a/" * 2047 + b"b") == "a/" * 2047 + "b"
+    tree_id = _raw_tree(store, [(b"b" * 200, 0o100644, blob_id)])
+    for _ in range(20):
+        tree_id = _raw_tree(store, [(b"d" * 200, 0o40000, tree_id)])
+    with pytest.raises(UnsafePathError, match="longer than 4096 bytes"):
+        validate_tree(store, tree_id)
+
+
+def test_folders_nested_deeper_than_git_tools_walk_are_refused(store: MemoryObjectStore, blob_id: bytes) -> None:
+    tree_id = _raw_tree(store, [(b"f", 0o100644, blob_id)])
+    for depth in range(1, 1281):
+        tree_id = _raw_tree(store, [(b"d", 0o40000, tree_id)])
+        if depth == 1279:
+            validate_tree(store, tree_id)
+    with pytest.raises(UnsafePathError, match="nested over 1280 deep"):
+        validate_tree(store, tree_id)
+
+
 def test_a_tree_of_ordinary_names_and_modes_is_valid(store: MemoryObjectStore, blob_id: bytes) -> None:
     inner = _raw_tree(store, [(b".ocsync-folder", 0o100644, blob_id), (b"run.sh", 0o100755, blob_id)])
     root = _raw_tree(
