@@ -181,6 +181,19 @@ def _recency(objects: _Objects, commit_id: bytes) -> tuple[int, str]:
     return commit.commit_time, _device_id(commit)
 
 
+def _is_ancestor_of_any(objects: _Objects, candidate: bytes, descendants: list[bytes]) -> bool:
+    pending, seen = list(descendants), set()
+    while pending:
+        commit_id = pending.pop()
+        for parent in objects.commit(commit_id).parents:
+            if parent == candidate:
+                return True
+            if parent not in seen:
+                seen.add(parent)
+                pending.append(parent)
+    return False
+
+
 def _is_newer(objects: _Objects, first: bytes, second: bytes) -> bool:
     """Whether the commit `first` is newer than `second`: by (commit time, device ID), and for two
     commits of one device in one second by history (a device's own commits form a line, and on a
@@ -220,19 +233,6 @@ def _introduced_by(objects: _Objects, heads: list[bytes], path: str, entry: Entr
         else:
             introducers.append(commit_id)
     return max(introducers, key=lambda commit_id: (_recency(objects, commit_id), commit_id))
-
-
-def _is_ancestor_of_any(objects: _Objects, candidate: bytes, descendants: list[bytes]) -> bool:
-    pending, seen = list(descendants), set()
-    while pending:
-        commit_id = pending.pop()
-        for parent in objects.commit(commit_id).parents:
-            if parent == candidate:
-                return True
-            if parent not in seen:
-                seen.add(parent)
-                pending.append(parent)
-    return False
 
 
 def _merge_bases(objects: _Objects, a: bytes, b: bytes) -> list[bytes]:
@@ -285,6 +285,7 @@ def _three_way(base: dict[str, Entry], a: dict[str, Entry], b: dict[str, Entry])
 
 
 def _directories(paths: list[str]) -> set[str]:
+    """Every folder that holds one of `paths`, at any depth."""
     return {path[:i] for path in paths for i, char in enumerate(path) if char == "/"}
 
 
