@@ -8,8 +8,9 @@ How it stays linear in len(base) + len(target) while Python touches few bytes on
   of a large file costs a few comparisons and no index at all.
 - Where an edit replaced bytes in place, the scan picks up the base right after the last copy.
 - Otherwise the base is indexed by 16-byte keys at aligned offsets, spaced so the index keeps at most
-  about 2^16 entries, repeated keys left out; the target is probed byte by byte and every match found is extended forwards
-  and backwards by comparing slices, doubling the span and then halving it around the first mismatch.
+  2^16 entries, repeated keys left out; the target is probed byte by byte and every match found is
+  extended forwards and backwards by comparing slices, doubling the span and then halving it around
+  the first mismatch.
 - Where probes keep missing, the scan strides over the target (a stride coprime to the index spacing
   still meets every aligned block of a long enough match), and it gives up as soon as the unmatched
   bytes alone exceed the size budget, so a file rewritten throughout costs a fraction of one pass.
@@ -25,7 +26,8 @@ _MAX_INDEX_ENTRIES = 1 << 16
 _MAX_INSERT = 0x7F
 _MAX_COPY = 0xFFFFFF
 _MAX_BASE_OFFSET = 0xFFFFFFFF
-# Misses in a row before the scan starts striding; the stride is odd, so coprime to every spacing.
+# Misses in a row before the scan starts striding; the stride is odd, so coprime to the index spacing
+# (a power of two) and its probes meet every aligned key of a long enough match.
 _MISSES_BEFORE_STRIDE = 64
 _MISS_STRIDE = 17
 _FIRST_SPAN = 64
@@ -50,14 +52,24 @@ def create_delta(base: bytes, target: bytes) -> bytes | None:
     position = prefix if end - prefix >= 2 * MIN_INDEXED_MATCH else end
     misses = 0
     while position + KEY_SIZE <= end:
-        key = target[position : position + KEY_SIZE]
-        found = resume + position - pending
-        minimum = KEY_SIZE
-        if misses >= _MISSES_BEFORE_STRIDE or base[found : found + KEY_SIZE] != key:
-            if index is None:
-                index = _block_index(base)
-            found = index.get(key)
+        if misses >= _MISSES_BEFORE_STRIDE:
+            # Most of a rewritten file is crossed here, so this loop does as little as it can.
+            stop = min(end - KEY_SIZE, pending + budget - len(out))
+            position, found = _stride_to_indexed_key(index, target, position, stop)
+            if found is None:
+                if position > end - KEY_SIZE:
+                    break
+                return None
             minimum = MIN_INDEXED_MATCH
+        else:
+            key = target[position : position + KEY_SIZE]
+            found = resume + position - pending
+            minimum = KEY_SIZE
+            if base[found : found + KEY_SIZE] != key:
+                if index is None:
+                    index = _block_index(base)
+                found = index.get(key)
+                minimum = MIN_INDEXED_MATCH
         if found is not None:
             forward = KEY_SIZE + _forward_match(
                 base, found + KEY_SIZE, target, position + KEY_SIZE, min(len(base) - found, end - position) - KEY_SIZE
@@ -81,13 +93,27 @@ def create_delta(base: bytes, target: bytes) -> bytes | None:
     return bytes(out) if len(out) <= budget else None
 
 
+def _stride_to_indexed_key(index: dict[bytes, int], target: bytes, position: int, stop: int) -> tuple[int, int | None]:
+    """The first position from `position` on, in strides, up to `stop`, whose key the index holds."""
+    indexed = index.get
+    while position <= stop:
+        found = indexed(target[position : position + KEY_SIZE])
+        if found is not None:
+            return position, found
+        position += _MISS_STRIDE
+    return position, None
+
+
 def _block_index(base: bytes) -> dict[bytes, int]:
     """Offsets of the base's KEY_SIZE-byte keys at an aligned spacing that bounds the index size.
 
     Keys that occur more than once are left out: a repeated phrase or a run of zeros would point
     every probe at one arbitrary copy and shred the delta into short copies.
     """
-    spacing = KEY_SIZE * max(1, -(-len(base) // (KEY_SIZE * _MAX_INDEX_ENTRIES)))
+    # A power of two, so that the odd miss stride is coprime to it.
+    spacing = KEY_SIZE
+    while spacing * _MAX_INDEX_ENTRIES < len(base):
+        spacing *= 2
     offsets = range(0, len(base) - KEY_SIZE + 1, spacing)
     keys = [base[offset : offset + KEY_SIZE] for offset in offsets]
     counts = Counter(keys)

@@ -111,3 +111,13 @@ def test_empty_inputs_are_not_worth_a_delta() -> None:
     assert create_delta(b"", b"") is None  # nothing is smaller than half of nothing
     assert create_delta(b"abc" * 100, b"") is None
     assert create_delta(b"", b"x" * 100) is None
+
+
+def test_a_long_match_after_a_rewritten_start_is_found_in_a_large_base() -> None:
+    # 17 MiB puts the index spacing where a stride sharing a factor with it would miss every key.
+    base = os.urandom(17 << 20)
+    new_start = os.urandom(300_000)
+    target = new_start + base[1 << 20 : 16 << 20] + os.urandom(100)
+    delta = create_delta(base, target)
+    assert delta is not None and len(delta) < len(new_start) * 1.01 + 1000
+    assert applied(base, delta) == target
