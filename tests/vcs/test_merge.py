@@ -1,3 +1,4 @@
+import itertools
 import subprocess
 from pathlib import Path
 
@@ -463,6 +464,13 @@ def _assert_every_name_fits_one_disk(files: dict[str, bytes]) -> None:
     assert not folders & set(keys), sorted(files)
 
 
+def _user_could(delete: bool, path: str, files: dict[str, bytes]) -> bool:
+    """Delete an existing file, or write one where no folder of its name is (nor a file of a folder's)."""
+    if delete:
+        return path in files
+    return not any(other.startswith(path + "/") or path.startswith(other + "/") for other in files)
+
+
 class _Replicas:
     """Three replicas editing and merging at the pure-merge level, tracking which versions must survive."""
 
@@ -478,10 +486,8 @@ class _Replicas:
     def edit(self, replica: int, path: str, delete: bool, same_second: bool) -> None:
         head = self.heads[replica]
         files = self.history.files(head) if head else {}
-        if delete and path not in files:
+        if not _user_could(delete, path, files):
             return
-        if not delete and any(p.startswith(path + "/") or path.startswith(p + "/") for p in files):
-            return  # a file and a folder of one name cannot both be on one disk
         self.edits += 1
         self.clock += 0 if same_second else 1
         content = None if delete else f"edit {self.edits} of {path}".encode()
@@ -541,6 +547,24 @@ def test_replicas_converge_keeping_every_version_nobody_replaced(shared_root: bo
     for content, path in replicas.must_survive.items():
         places = [p for p, c in files.items() if c == content]
         assert any(p == path or conflict_copy_origin(p) == path for p in places), (content, path, files)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(edits=st.lists(st.tuples(st.integers(0, 2), st.sampled_from(PATHS), st.booleans()), max_size=12))
+def test_three_branches_merged_in_any_order_give_one_tree(edits: list) -> None:
+    history = History()
+    root = history.commit(None, {"b": b"root", "d/e": b"e"}, device=DEVICE_C, time=T)
+    heads, devices = [root, root, root], [DEVICE_A, DEVICE_B, DEVICE_C]
+    for number, (branch, path, delete) in enumerate(edits):
+        if not _user_could(delete, path, history.files(heads[branch])):
+            continue
+        content = None if delete else b"edit %d" % number
+        heads[branch] = history.commit(heads[branch], {path: content}, device=devices[branch], time=T + 1 + number)
+    trees = {
+        history.store[history.merge(history.merge(first, second).head, third).head].tree
+        for first, second, third in itertools.permutations(heads)
+    }
+    assert len(trees) == 1
 
 
 # --- finding one entry in a serialized tree (the history walk's fast path) ----------------------------
