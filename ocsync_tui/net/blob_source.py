@@ -14,6 +14,7 @@ from typing import Protocol
 from ocsync_tui.errors import OcsyncError
 
 _HASH_BLOCK = 1 << 20
+READ_AHEAD_BYTES = 256 << 10
 
 
 class BlobSourceError(OcsyncError):
@@ -49,15 +50,22 @@ class FileBlobSource:
         except OSError as error:
             raise BlobSourceError(f"cannot read {path} to send it: {error.strerror}") from error
         self.path = path
+        self._cached = b""
+        self._cached_offset = 0
         self.size = os.fstat(self._fd).st_size
         self.sha256 = sha256 if sha256 is not None else sha256_of_file(path)
         self.name, self.kind, self.metadata = name, kind, metadata
 
     def read(self, offset: int, length: int) -> bytes:
-        data = os.pread(self._fd, length, offset)
-        if len(data) != length:
+        # Frames ask for ~1–8 KB in order: one pread of READ_AHEAD_BYTES serves many of them.
+        start = offset - self._cached_offset
+        if 0 <= start and start + length <= len(self._cached):
+            return self._cached[start : start + length]
+        block = os.pread(self._fd, max(length, READ_AHEAD_BYTES), offset)
+        if len(block) < length:
             raise BlobSourceError(f"{self.path} shrank while it was being sent")
-        return data
+        self._cached, self._cached_offset = block, offset
+        return block[:length]
 
     def close(self) -> None:
         if self._fd >= 0:

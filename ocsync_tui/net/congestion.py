@@ -39,6 +39,7 @@ INITIAL_WINDOW_PACKETS = 10
 MIN_WINDOW_PACKETS = 4
 # Packets the pacer may send back to back after an idle spell, as time at the pacing rate.
 PACING_BURST_TIME = 0.001
+MIN_RTT_FLOOR = 1e-5
 
 # Index of each field in the snapshot tuple `on_packet_sent` returns.
 SNAPSHOT_DELIVERED, SNAPSHOT_DELIVERED_TIME, SNAPSHOT_FIRST_SENT_TIME, SNAPSHOT_APP_LIMITED = range(4)
@@ -54,8 +55,11 @@ class BbrState(enum.Enum):
 class BbrController:
     """Window and pacing rate for one session. Sizes are bytes of datagrams, rates bytes per second."""
 
-    def __init__(self, max_datagram_size: int = 1200, initial_rtt: float = 0.333) -> None:
+    def __init__(self, max_datagram_size: int = 1200, initial_rtt: float = 0.333, ack_batch_packets: int = 8) -> None:
+        """`ack_batch_packets`: how many packets the receiver may take before it acknowledges; the
+        window always leaves room for two such batches, or a short path would wait for delayed acks."""
         self.max_datagram_size = max_datagram_size
+        self.ack_batch_packets = ack_batch_packets
         self.state = BbrState.STARTUP
         self.cwnd = INITIAL_WINDOW_PACKETS * max_datagram_size
         self.pacing_gain = STARTUP_GAIN
@@ -82,7 +86,7 @@ class BbrController:
 
     @property
     def min_window(self) -> int:
-        return MIN_WINDOW_PACKETS * self.max_datagram_size
+        return max(MIN_WINDOW_PACKETS, self.ack_batch_packets + 2) * self.max_datagram_size
 
     def bdp(self) -> float:
         if self.min_rtt is None or not self.bottleneck_bandwidth:
@@ -117,6 +121,10 @@ class BbrController:
         if self._app_limited_until and self._delivered > self._app_limited_until:
             self._app_limited_until = 0
 
+        if rtt_sample is not None:
+            # A same-tick acknowledgement (a coarse clock, two cores in one process) must not make
+            # the BDP zero.
+            rtt_sample = max(rtt_sample, MIN_RTT_FLOOR)
         if rtt_sample is not None and (
             self.min_rtt is None or rtt_sample <= self.min_rtt or now - self._min_rtt_stamp > MIN_RTT_WINDOW
         ):
@@ -200,7 +208,7 @@ class BbrController:
 
     def _update_window(self, acked_bytes: int) -> None:
         gain = STARTUP_GAIN if self.state is BbrState.STARTUP else CWND_GAIN
-        target = int(gain * self.bdp()) + 3 * self.max_datagram_size
+        target = int(gain * self.bdp()) + (2 * self.ack_batch_packets + 3) * self.max_datagram_size
         if self.state is BbrState.STARTUP:
             if self.cwnd < target or self._delivered < INITIAL_WINDOW_PACKETS * self.max_datagram_size:
                 self.cwnd += acked_bytes

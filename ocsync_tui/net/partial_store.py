@@ -29,6 +29,7 @@ _HEADER = struct.Struct("!4sBIQ32s")
 # How much out-of-order data one write may read back to advance the running hash; the rest waits
 # for later writes or finish(), so one call never stalls on a large re-read after a resume.
 _HASH_CATCH_UP_STEP = 1 << 20
+_WRITE_BEHIND_BYTES = 256 << 10
 
 
 class PartialStoreError(OcsyncError):
@@ -126,6 +127,8 @@ class PartialFile:
         self._hasher = hashlib.sha256()
         self._hashed = 0
         self._unrecorded = 0
+        self._pending = bytearray()
+        self._pending_offset = 0
         self._data_fd = self._bitmap_fd = -1
         try:
             self._data_fd = os.open(data_path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -185,13 +188,13 @@ class PartialFile:
             raise PartialStoreError(f"data at {offset}..{end} lies beyond the blob's {self.size} bytes")
         have = self.have
         if offset >= have.last_end():
-            os.pwrite(self._data_fd, data, offset)
+            self._write_behind(offset, data)
             added = have.add(offset, end)
         else:
             added = 0
             view = memoryview(data)
             for gap_start, gap_end in have.gaps(offset, end):
-                os.pwrite(self._data_fd, view[gap_start - offset : gap_end - offset], gap_start)
+                self._write_behind(gap_start, view[gap_start - offset : gap_end - offset])
                 added += have.add(gap_start, gap_end)
         self._unrecorded += added
         if added and offset <= self._hashed < end:
@@ -200,9 +203,30 @@ class PartialFile:
             self._catch_up_hash(_HASH_CATCH_UP_STEP)
         return added
 
+    def _write_behind(self, offset: int, data: bytes | memoryview) -> None:
+        """Coalesce contiguous writes (data mostly arrives in order) into few large pwrite calls."""
+        pending = self._pending
+        if pending and offset != self._pending_offset + len(pending):
+            self._flush()
+        if not pending:
+            self._pending_offset = offset
+        pending += data
+        if len(pending) >= _WRITE_BEHIND_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        view = memoryview(self._pending)
+        written = 0
+        while written < len(view):
+            written += os.pwrite(self._data_fd, view[written:], self._pending_offset + written)
+        view.release()
+        self._pending.clear()
+
     def _catch_up_hash(self, limit: int) -> None:
         """Hash data already on disk that continues the hashed prefix, reading at most `limit` bytes."""
         target = min(self.have.first_end_from(self._hashed), self._hashed + limit)
+        if target > self._hashed and self._pending:
+            self._flush()
         while self._hashed < target:
             block = os.pread(self._data_fd, min(target - self._hashed, 1 << 20), self._hashed)
             if not block:
@@ -214,6 +238,7 @@ class PartialFile:
         """Make everything written so far durable, data first, then the bits that record it."""
         if not self._unrecorded:
             return
+        self._flush()
         os.fsync(self._data_fd)
         bitmap = bytearray(-(-self._block_count // 8))
         for start, end in self.have:
@@ -234,6 +259,7 @@ class PartialFile:
         if not self.is_complete:
             raise PartialStoreError(f"{self.data_path} is not complete ({self.bytes_present} of {self.size} bytes)")
         self._catch_up_hash(self.size)
+        self._flush()
         if self._hasher.digest() != self.sha256:
             raise BlobVerificationError(
                 f"received data does not match SHA-256 {self.sha256.hex()[:16]}…; the transfer must start over"
@@ -246,11 +272,19 @@ class PartialFile:
         return self.final_path
 
     def discard(self) -> None:
+        self._pending.clear()
         self.close()
         self.data_path.unlink(missing_ok=True)
         self.bitmap_path.unlink(missing_ok=True)
 
     def close(self) -> None:
+        """Close the files. Data still in the write-behind buffer is written if possible; either way
+        the bitmap does not record it, so a failure here costs a resend, never a wrong byte."""
+        if self._pending and self._data_fd >= 0:
+            try:
+                self._flush()
+            except OSError:
+                self._pending.clear()
         for name in ("_data_fd", "_bitmap_fd"):
             fd = getattr(self, name)
             if fd >= 0:

@@ -127,7 +127,7 @@ class TransferManager:
         self.receive_buffer = receive_buffer
         self._random_bytes = random_bytes
         self.rtt = RttEstimator()
-        self.congestion = BbrController(max_datagram_size, self.rtt.smoothed_rtt)
+        self.congestion = BbrController(max_datagram_size, self.rtt.smoothed_rtt, ACK_EVERY)
         self.pacer = Pacer()
         self.events: deque[Any] = deque()
 

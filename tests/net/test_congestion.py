@@ -51,7 +51,8 @@ def test_startup_finds_the_bottleneck_and_settles_in_probe_bw():
     assert controller.state is BbrState.PROBE_BW
     assert controller.bottleneck_bandwidth == pytest.approx(5e6, rel=0.05)
     assert controller.min_rtt == pytest.approx(0.02 + SIZE / 5e6, rel=0.05)
-    assert controller.cwnd <= 2.2 * 5e6 * 0.02 + 4 * SIZE, "window is about twice the BDP"
+    ack_room = (2 * controller.ack_batch_packets + 3) * SIZE
+    assert controller.cwnd <= 2.05 * 5e6 * controller.min_rtt + ack_room, "window is twice the BDP plus ack room"
     assert delivered / 3.0 > 0.8 * 5e6
 
 
