@@ -11,6 +11,7 @@ from ocsync_tui.vcs.apply import apply_bundle
 from ocsync_tui.vcs.folder import FolderRepo, init_folder
 from tests.conftest import git_fsck_strict
 from tests.vcs.bundle_craft import FILE_MODE, SYMLINK_MODE, TREE_MODE, Crafter
+from tests.vcs.devices import make_device, verify_bundle
 
 
 def tree_snapshot(root: Path) -> dict[str, object]:
@@ -168,12 +169,16 @@ def test_a_symlink_from_an_earlier_bundle_is_never_written_through(tmp_path, ide
     outside.mkdir()
     crafter = Crafter()
     first = crafter.commit(crafter.tree([(b"evil", SYMLINK_MODE, crafter.blob(os.fsencode(outside)))]))
-    apply_bundle(FolderRepo.open(root), identity, crafter.write_bundle(tmp_path / "1.bundle", first))
+    first_bundle = crafter.write_bundle(tmp_path / "1.bundle", first)
+    verify_bundle(root, first_bundle)
+    apply_bundle(FolderRepo.open(root), identity, first_bundle)
     assert os.readlink(root / "evil") == str(outside)
 
     later = Crafter()
     second = later.commit(later.files({b"evil/file": b"payload", b"evil/sub/deeper": b"more"}), [first], when=1_700_000_100)
-    apply_bundle(FolderRepo.open(root), identity, later.write_bundle(tmp_path / "2.bundle", second, [first]))
+    second_bundle = later.write_bundle(tmp_path / "2.bundle", second, [first])
+    verify_bundle(root, second_bundle)
+    apply_bundle(FolderRepo.open(root), identity, second_bundle)
     assert list(outside.iterdir()) == []
     assert not (root / "evil").is_symlink()
     assert (root / "evil" / "file").read_bytes() == b"payload"
@@ -189,6 +194,7 @@ def test_a_symlink_the_user_made_is_never_written_through(tmp_path, identity):
     crafter = Crafter()
     head = crafter.commit(crafter.files({b"evil/file": b"payload"}))
     bundle = crafter.write_bundle(tmp_path / "1.bundle", head)
+    verify_bundle(root, bundle)
     # Made after the folder's last commit and before the apply: the apply commits it first.
     os.symlink(outside, root / "evil")
     apply_bundle(FolderRepo.open(root), identity, bundle)
@@ -197,3 +203,22 @@ def test_a_symlink_the_user_made_is_never_written_through(tmp_path, identity):
     copies = [p for p in root.iterdir() if p.name.startswith("evil.sync-conflict-")]
     assert [(c / "file").read_bytes() for c in copies] == [b"payload"]
     git_fsck_strict(root)
+
+
+def test_a_file_replacing_a_symlink_replaces_the_link_not_its_target(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "target.txt").write_bytes(b"not the folder's\n")
+    alice = make_device(tmp_path, "alice")
+    os.symlink(outside / "target.txt", alice.root / "link")
+    alice.commit()
+    bob = make_device(tmp_path, "bob")
+    bob.pull_from(alice, tmp_path / "bundles")
+    assert os.readlink(bob.root / "link") == str(outside / "target.txt")
+    alice.delete("link")
+    alice.write("link", b"now a plain file\n")
+    alice.commit()
+    bob.pull_from(alice, tmp_path / "bundles")
+    assert (outside / "target.txt").read_bytes() == b"not the folder's\n"
+    assert not (bob.root / "link").is_symlink() and (bob.root / "link").read_bytes() == b"now a plain file\n"
+    git_fsck_strict(bob.root)
