@@ -60,6 +60,12 @@ class FrameType(enum.IntEnum):
     PMTU_PROBE_ACK = 11
 
 
+# Which core takes a frame, by its type byte (frame[1]): a peer link routes these two sets to the
+# keepalive and path MTU cores and every other frame to the transfer core.
+KEEPALIVE_FRAME_TYPES = frozenset({FrameType.PING, FrameType.PONG})
+PMTU_FRAME_TYPES = frozenset({FrameType.PMTU_PROBE, FrameType.PMTU_PROBE_ACK})
+
+
 class CancelCode(enum.IntEnum):
     CANCELLED = 0
     DECLINED = 1
