@@ -6,7 +6,7 @@ so every run — including the one that finishes a journal after a crash — pic
 
 from collections.abc import Iterator, Mapping
 
-from dulwich.object_store import BaseObjectStore
+from dulwich.object_store import BaseObjectStore, tree_lookup_path
 from dulwich.walk import Walker
 
 from ocsync_tui.vcs.checkout import TreeFile
@@ -26,7 +26,7 @@ class RelocationNamer:
         self._files = files
 
     def _last_change(self, path: bytes) -> tuple[int, str]:
-        """(commit time, device ID) of the newest non-merge commit that changed `path`."""
+        """(commit time, device ID) of the newest non-merge commit that changed `path` (or below it)."""
         for entry in Walker(self._store, [self._head], paths=[path]):
             if len(entry.commit.parents) <= 1:
                 return entry.commit.commit_time, _committer_device(entry.commit.committer)
@@ -34,9 +34,15 @@ class RelocationNamer:
         return head.commit_time, _committer_device(head.committer)
 
     def __call__(self, path: bytes, component: int) -> Iterator[bytes]:
+        """Candidates for `path` with its `component`-th part renamed. A folder is named after itself
+        (its last change, its tree id), so every file under it moves to the same copy of the folder."""
         parts = path.split(b"/")
-        moved = b"/".join(parts[: component + 1]).decode("utf-8", "surrogateescape")
+        moved = b"/".join(parts[: component + 1])
         below = parts[component + 1 :]
-        when, device_id = self._last_change(path)
-        for candidate in conflict_copy_names(moved, when, device_id, self._files[path].sha):
+        when, device_id = self._last_change(moved)
+        if below:
+            content_id = tree_lookup_path(self._store.__getitem__, self._store[self._head].tree, moved)[1]
+        else:
+            content_id = self._files[path].sha
+        for candidate in conflict_copy_names(moved.decode("utf-8", "surrogateescape"), when, device_id, content_id):
             yield b"/".join([candidate.encode("utf-8", "surrogateescape"), *below])

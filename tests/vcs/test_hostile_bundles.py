@@ -222,3 +222,19 @@ def test_a_file_replacing_a_symlink_replaces_the_link_not_its_target(tmp_path):
     assert (outside / "target.txt").read_bytes() == b"not the folder's\n"
     assert not (bob.root / "link").is_symlink() and (bob.root / "link").read_bytes() == b"now a plain file\n"
     git_fsck_strict(bob.root)
+
+
+def test_files_under_a_blocked_folder_move_to_one_copy_of_it(tmp_path, identity):
+    root = tmp_path / "folder"
+    root.mkdir()
+    init_folder(root, identity)
+    crafter = Crafter()
+    first = crafter.commit(crafter.files({b"docs/a": b"A"}), when=1_700_000_000)
+    head = crafter.commit(crafter.files({b"docs/a": b"A", b"docs/sub/b": b"B"}), [first], when=1_700_000_500)
+    bundle = crafter.write_bundle(tmp_path / "docs.bundle", head)
+    (root / "docs").write_bytes(b"a file of mine where the peer has a folder\n")
+    apply_bundle(FolderRepo.open(root), identity, bundle)
+    [copy] = [p.name for p in root.iterdir() if p.name.startswith("docs.sync-conflict-")]
+    assert (root / copy / "a").read_bytes() == b"A" and (root / copy / "sub" / "b").read_bytes() == b"B"
+    assert (root / "docs").read_bytes() == b"a file of mine where the peer has a folder\n"
+    git_fsck_strict(root)
