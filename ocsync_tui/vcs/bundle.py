@@ -49,7 +49,14 @@ from dulwich.walk import ORDER_TOPO, Walker
 
 from ocsync_tui.errors import OcsyncError
 from ocsync_tui.vcs.delta import create_delta
-from ocsync_tui.vcs.pack import MAX_DELTA_DEPTH, PackEntry, fsync_directory, install_pack, write_pack
+from ocsync_tui.vcs.pack import (
+    MAX_DELTA_DEPTH,
+    PackEntry,
+    fsync_directory,
+    install_pack,
+    remove_stale_leftovers,
+    write_pack,
+)
 
 MAIN_REF = b"refs/heads/main"
 QUARANTINE_PREFIX = "ocsync-quarantine-"
@@ -316,6 +323,7 @@ def quarantined_import(folder: FolderLike, bundle_path: Path) -> Iterator[Import
     git_dir = Path(folder.git_dir)
     main_store = folder.repo.object_store
     _remove_stale_quarantines(git_dir)
+    remove_stale_leftovers(main_store.pack_dir)
     try:
         bundle_file = open(bundle_path, "rb")
     except OSError as error:

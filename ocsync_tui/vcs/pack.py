@@ -24,13 +24,15 @@ API (stable):
   and fsynced, then the pack is renamed into ``objects/pack`` before the index, and the directory is
   fsynced. git and dulwich only see a pack once its index exists, so a kill at any moment leaves
   either no new pack or a complete one (at worst an orphan ``tmp_pack_*`` or ``.pack`` file, which
-  both ignore).
+  both ignore, and which the next write deletes once it is an hour old: ``remove_stale_leftovers``).
 """
 
 import binascii
 import os
 import tempfile
+import time
 import zlib
+from contextlib import suppress
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from hashlib import sha1
@@ -49,10 +51,12 @@ from dulwich.pack import (
     write_pack_index_v2,
 )
 
+STALE_AFTER_SECONDS = 3600
 # git's default pack.depth: deeper chains make every read of the newest version slower.
 MAX_DELTA_DEPTH = 50
 
 _COMPRESSION_LEVEL = zlib.Z_DEFAULT_COMPRESSION
+_GIT_MIN_DELTA_SIZE = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +107,7 @@ def write_pack(out: BinaryIO, entries: Iterable[PackEntry], object_count: int) -
     offsets: dict[bytes, int] = {}
     for entry in entries:
         start = position
-        if entry.delta is None:
+        if not _is_delta(entry):
             header = pack_object_header(entry.type_num, None, len(entry.raw), SHA1)
             payload = entry.raw
         elif entry.delta_base in offsets:
@@ -132,6 +136,7 @@ def add_entries_to_store(object_store: DiskObjectStore, entries: Iterable[PackEn
         return
     pack_dir = object_store.pack_dir
     os.makedirs(pack_dir, exist_ok=True)
+    remove_stale_leftovers(pack_dir)
     pack_fd, pack_tmp = tempfile.mkstemp(dir=pack_dir, prefix="tmp_pack_")
     index_tmp = None
     try:
@@ -169,6 +174,26 @@ def install_pack(pack_path: str, index_path: str, pack_dir: str, basename: str) 
     fsync_directory(pack_dir)
 
 
+def remove_stale_leftovers(pack_dir: str | os.PathLike[str]) -> None:
+    """Delete what a writer killed mid-way left in pack_dir: temporary files and packs without an index.
+
+    Only files older than STALE_AFTER_SECONDS go: a younger one may belong to a git command the
+    user is running in the folder right now (git also renames its pack in before its index).
+    """
+    try:
+        names = set(os.listdir(pack_dir))
+    except FileNotFoundError:
+        return
+    cutoff = time.time() - STALE_AFTER_SECONDS
+    for name in names:
+        unindexed_pack = name.endswith(".pack") and name[: -len(".pack")] + ".idx" not in names
+        if unindexed_pack or name.startswith(("tmp_pack_", "tmp_idx_")):
+            path = os.path.join(pack_dir, name)
+            with suppress(FileNotFoundError):
+                if os.stat(path).st_mtime < cutoff:
+                    os.remove(path)
+
+
 def fsync_directory(path: str | os.PathLike[str]) -> None:
     """Make renames inside a directory durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -179,10 +204,13 @@ def fsync_directory(path: str | os.PathLike[str]) -> None:
 
 
 def _remove_if_present(path: str) -> None:
-    try:
+    with suppress(FileNotFoundError):
         os.remove(path)
-    except FileNotFoundError:
-        pass
+
+
+def _is_delta(entry: PackEntry) -> bool:
+    """Whether the entry is written as a delta: git refuses deltas shorter than 4 bytes (an empty result)."""
+    return entry.delta is not None and len(entry.delta) >= _GIT_MIN_DELTA_SIZE
 
 
 def _unique(entries: Iterable[PackEntry]) -> list[PackEntry]:
@@ -203,13 +231,13 @@ def _self_contained(entries: list[PackEntry]) -> list[PackEntry]:
     for entry in entries:
         if object_id(entry.type_num, entry.raw) != entry.sha:
             raise ValueError(f"PackEntry {entry.sha.decode()} does not match its content")
-        if entry.delta is not None:
+        if _is_delta(entry):
             base_depth = depth.get(entry.delta_base)
             if base_depth is None or base_depth >= MAX_DELTA_DEPTH:
                 entry = replace(entry, delta_base=None, delta=None)
             elif b"".join(apply_delta(raw_by_sha[entry.delta_base], entry.delta)) != entry.raw:
                 raise ValueError(f"PackEntry {entry.sha.decode()}: its delta does not reproduce it")
-        depth[entry.sha] = 0 if entry.delta is None else depth[entry.delta_base] + 1
+        depth[entry.sha] = depth[entry.delta_base] + 1 if _is_delta(entry) else 0
         raw_by_sha[entry.sha] = entry.raw
         result.append(entry)
     return result

@@ -13,7 +13,14 @@ from dulwich.repo import Repo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ocsync_tui.vcs.pack import MAX_DELTA_DEPTH, PackEntry, add_entries_to_store, object_id, write_pack
+from ocsync_tui.vcs.pack import (
+    MAX_DELTA_DEPTH,
+    STALE_AFTER_SECONDS,
+    PackEntry,
+    add_entries_to_store,
+    object_id,
+    write_pack,
+)
 from tests.conftest import git_fsck_strict
 
 AUTHOR = b"Tester <tester@ocsync.invalid>"
@@ -152,6 +159,41 @@ def test_store_writes_repeated_ids_once_and_same_pack_twice_is_harmless(tmp_path
     assert [name.rsplit(".", 1)[1] for name in pack_listing(tmp_path)] == ["idx", "pack"]
     assert git(tmp_path, "cat-file", "-p", blob.id.decode()) == b"same\n"
     assert git(tmp_path, "count-objects", "-v").count(b"in-pack: 1") == 1
+
+
+def test_leftovers_of_a_killed_writer_are_removed_once_stale(tmp_path: Path) -> None:
+    repo = Repo.init(str(tmp_path), mkdir=False)
+    entries = file_history(edited_versions(2))
+    add_entries_to_store(repo.object_store, entries[:3])
+    pack_dir = tmp_path / ".git" / "objects" / "pack"
+    kept_before = pack_listing(tmp_path)
+    stale_names = ["tmp_pack_a1", "tmp_idx_b2", "pack-" + "1" * 40 + ".pack"]
+    fresh_names = ["tmp_pack_c3", "pack-" + "2" * 40 + ".pack"]
+    long_ago = time.time() - STALE_AFTER_SECONDS - 60
+    for name in stale_names + fresh_names:
+        (pack_dir / name).write_bytes(b"PACK partial")
+    for name in stale_names:
+        os.utime(pack_dir / name, (long_ago, long_ago))
+    for name in kept_before:
+        os.utime(pack_dir / name, (long_ago, long_ago))
+
+    add_entries_to_store(repo.object_store, entries[3:])
+    listing = pack_listing(tmp_path)
+    assert not set(stale_names) & set(listing)
+    assert set(fresh_names) | set(kept_before) <= set(listing)
+    set_main(tmp_path, entries[-1].sha)
+    git_fsck_strict(tmp_path)
+
+
+def test_a_delta_git_would_refuse_is_written_whole(tmp_path: Path) -> None:
+    # The delta to an empty object is two bytes; git refuses deltas under four ("failed to apply delta").
+    repo = Repo.init(str(tmp_path), mkdir=False)
+    base, empty = Blob.from_string(b"\x00"), Blob.from_string(b"")
+    add_entries_to_store(repo.object_store, [whole(base), delta_entry(empty, base)])
+    assert git(tmp_path, "cat-file", "blob", empty.id.decode()) == b""
+    for name in pack_listing(tmp_path):
+        if name.endswith(".idx"):
+            git(tmp_path, "verify-pack", str(tmp_path / ".git/objects/pack" / name))
 
 
 def test_streamed_thin_pack_is_completed_by_git_index_pack(tmp_path: Path) -> None:
