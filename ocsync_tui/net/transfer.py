@@ -129,7 +129,7 @@ class TransferManager:
         self.rtt = RttEstimator()
         self.congestion = BbrController(max_datagram_size, self.rtt.smoothed_rtt, ACK_EVERY)
         self.pacer = Pacer()
-        self.events: deque[Any] = deque()
+        self._events: deque[Any] = deque()
 
         # Giving: packets in flight, loss detection, probe timeout.
         # Numbers start at random so the peer tells this incarnation from one before a restart.
@@ -206,7 +206,7 @@ class TransferManager:
         done_path = self.store.completed_path(self.public_key, offer.sha256)
         if done_path is not None:
             self._finish_incoming(incoming, completed=True)
-            self.events.append(events.TransferCompleted(self.public_key, transfer_id, False, offer.sha256, done_path))
+            self._events.append(events.TransferCompleted(self.public_key, transfer_id, False, offer.sha256, done_path))
             self._control.append((frames.encode_done, (transfer_id,)))
             return
         try:
@@ -260,7 +260,7 @@ class TransferManager:
                 incoming.partial.close()
 
     def next_event(self) -> Any:
-        return self.events.popleft() if self.events else None
+        return self._events.popleft() if self._events else None
 
     # --- frames in --------------------------------------------------------------------------------
 
@@ -332,6 +332,8 @@ class TransferManager:
             if incoming is None and frame.transfer_id not in self._finished:
                 last = self._unknown_replied.get(frame.transfer_id)
                 if last is None or now - last >= UNKNOWN_REPLY_INTERVAL:
+                    if len(self._unknown_replied) >= FINISHED_REMEMBERED:
+                        self._unknown_replied.clear()
                     self._unknown_replied[frame.transfer_id] = now
                     self._control.appendleft((frames.encode_unknown_transfer, (frame.transfer_id,)))
             return True
@@ -366,7 +368,7 @@ class TransferManager:
             done = partial.bytes_present
             rate = (done - incoming.progress_bytes) / (now - incoming.progress_time)
             incoming.progress_time, incoming.progress_bytes = now, done
-            self.events.append(
+            self._events.append(
                 events.TransferProgress(self.public_key, incoming.transfer_id, False, done, incoming.offer.size, rate)
             )
 
@@ -383,13 +385,13 @@ class TransferManager:
             self._fail_incoming(incoming, f"cannot finish the received file: {error}")
             return
         self._finish_incoming(incoming, completed=True)
-        self.events.append(events.TransferCompleted(self.public_key, offer.transfer_id, False, offer.sha256, path))
+        self._events.append(events.TransferCompleted(self.public_key, offer.transfer_id, False, offer.sha256, path))
         self._control.append((frames.encode_done, (offer.transfer_id,)))
 
     def _fail_incoming(self, incoming: _Incoming, reason: str, code: CancelCode = CancelCode.CANCELLED) -> None:
         offer = incoming.offer
         self._finish_incoming(incoming, completed=False)
-        self.events.append(events.TransferFailed(self.public_key, offer.transfer_id, False, offer.sha256, reason))
+        self._events.append(events.TransferFailed(self.public_key, offer.transfer_id, False, offer.sha256, reason))
         self._control.append((frames.encode_cancel, (offer.transfer_id, False, code, reason)))
 
     def _finish_incoming(self, incoming: _Incoming, completed: bool) -> None:
@@ -429,7 +431,7 @@ class TransferManager:
         incoming = _Incoming(offer, now)
         self._incoming[transfer_id] = incoming
         self._incoming_by_sha[offer.sha256] = transfer_id
-        self.events.append(
+        self._events.append(
             events.TransferOffered(
                 self.public_key, transfer_id, offer.sha256, offer.size, offer.name, offer.kind, offer.metadata
             )
@@ -455,7 +457,7 @@ class TransferManager:
             if incoming.partial is not None:
                 incoming.partial.discard()
             self._finish_incoming(incoming, completed=False)
-            self.events.append(
+            self._events.append(
                 events.TransferCancelled(
                     self.public_key, cancel.transfer_id, False, incoming.offer.sha256, cancel.reason
                 )
@@ -470,14 +472,14 @@ class TransferManager:
             event = events.TransferFailed(self.public_key, cancel.transfer_id, True, sha256, cancel.reason)
         else:
             event = events.TransferCancelled(self.public_key, cancel.transfer_id, True, sha256, cancel.reason)
-        self.events.append(event)
+        self._events.append(event)
 
     def _on_done(self, done: frames.Done) -> None:
         outgoing = self._outgoing.pop(done.transfer_id, None)
         if outgoing is None:
             return
         self._send_order.remove(done.transfer_id)
-        self.events.append(
+        self._events.append(
             events.TransferCompleted(self.public_key, done.transfer_id, True, outgoing.source.sha256)
         )
 
@@ -564,7 +566,7 @@ class TransferManager:
             done = min(outgoing.acked_bytes, outgoing.source.size)
             rate = (done - outgoing.progress_bytes) / (now - outgoing.progress_time)
             outgoing.progress_time, outgoing.progress_bytes = now, done
-            self.events.append(
+            self._events.append(
                 events.TransferProgress(
                     self.public_key, outgoing.transfer_id, True, done, outgoing.source.size, rate
                 )
