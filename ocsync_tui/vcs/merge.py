@@ -20,6 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Literal
 
+from dulwich.errors import ObjectFormatException
 from dulwich.lru_cache import LRUCache
 from dulwich.object_store import BaseObjectStore
 from dulwich.objects import Commit, ShaFile, Tree
@@ -70,12 +71,8 @@ _SHA_LENGTH = 20
 _MAX_VIRTUAL_BASE_DEPTH = 16
 
 
-def _missing(object_id: bytes) -> MergeError:
-    return MergeError(f"cannot merge: object {object_id.decode()} is missing from the repository")
-
-
-def _not_a(kind: type[ShaFile], object_id: bytes) -> MergeError:
-    return MergeError(f"cannot merge: object {object_id.decode()} is not a {kind.__name__.lower()}")
+def _unreadable(object_id: bytes, why: str) -> MergeError:
+    return MergeError(f"cannot merge: object {object_id.decode()} {why}")
 
 
 def _has_serialized_entry(raw_tree: bytes, name: bytes, entry: Entry) -> bool:
@@ -108,17 +105,31 @@ class _Objects:
     def add(self, obj: ShaFile) -> None:
         self._made[obj.id] = obj
 
+    def _raw(self, object_id: bytes) -> tuple[int, bytes]:
+        made = self._made.get(object_id)
+        if made is not None:
+            return made.type_num, made.as_raw_string()
+        try:
+            return self.store.get_raw(object_id)
+        except KeyError:
+            raise _unreadable(object_id, "is missing from the repository") from None
+        except (ObjectFormatException, ValueError):
+            raise _unreadable(object_id, "is damaged") from None
+
     def _get(self, object_id: bytes, kind: type[ShaFile]) -> ShaFile:
         cache = self._cached[kind]
         obj = cache.get(object_id)
         if obj is not None:
             return obj
+        type_num, raw = self._raw(object_id)
+        if type_num != kind.type_num:
+            raise _unreadable(object_id, f"is not a {kind.__name__.lower()}")
         try:
-            obj = self._made.get(object_id) or self.store[object_id]
-        except KeyError:
-            raise _missing(object_id) from None
-        if not isinstance(obj, kind):
-            raise _not_a(kind, object_id)
+            obj = kind.from_raw_string(type_num, raw, sha=object_id)
+            if kind is Commit:
+                obj.check()  # a peer's commit without a committer or time would otherwise crash the walks
+        except (ObjectFormatException, ValueError):
+            raise _unreadable(object_id, "is damaged") from None
         cache[object_id] = obj
         return obj
 
@@ -129,15 +140,9 @@ class _Objects:
         return self._get(tree_id, Tree)
 
     def _serialized_tree(self, tree_id: bytes) -> bytes:
-        made = self._made.get(tree_id)
-        if made is not None:
-            return made.as_raw_string()
-        try:
-            type_num, raw = self.store.get_raw(tree_id)
-        except KeyError:
-            raise _missing(tree_id) from None
+        type_num, raw = self._raw(tree_id)
         if type_num != Tree.type_num:
-            raise _not_a(Tree, tree_id)
+            raise _unreadable(tree_id, "is not a tree")
         return raw
 
     def holds(self, commit_id: bytes, path: str, entry: Entry) -> bool:

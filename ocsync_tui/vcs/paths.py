@@ -118,6 +118,8 @@ def _tree_entries(object_store: BaseObjectStore, tree_id: bytes, where: bytes) -
         type_num, raw = object_store.get_raw(tree_id)
     except KeyError:
         raise UnsafePathError(f"refusing tree at {shown}: object {tree_id.decode()} is missing") from None
+    except ObjectFormatException:
+        raise UnsafePathError(f"refusing tree at {shown}: it is malformed") from None
     if type_num != _TREE_OBJECT_TYPE:
         raise UnsafePathError(f"refusing tree at {shown}: object {tree_id.decode()} is not a tree")
     try:

@@ -10,8 +10,11 @@ A change's content is bytes (a regular file), None (delete) or (mode, bytes) for
 symlink. Commits look like the committer's: `Name <DEVICE-ID@ocsync.invalid>`, "add/modify/delete PATH".
 """
 
+import hashlib
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dulwich.index import commit_tree
 from dulwich.object_store import BaseObjectStore, MemoryObjectStore
@@ -34,6 +37,17 @@ def device_id(number: int) -> str:
 
 DEVICE_A, DEVICE_B, DEVICE_C = device_id(1), device_id(2), device_id(3)
 assert DEVICE_A < DEVICE_B < DEVICE_C
+
+
+def write_unchecked_object(repo_path: Path, kind: bytes, raw: bytes) -> bytes:
+    """Store bytes as a loose object of `kind` (b"tree", b"commit") unchecked, as a peer's pack could
+    deliver them; returns the object id."""
+    data = b"%s %d\0" % (kind, len(raw)) + raw
+    object_id = hashlib.sha1(data).hexdigest()
+    path = repo_path / ".git" / "objects" / object_id[:2] / object_id[2:]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(zlib.compress(data))
+    return object_id.encode("ascii")
 
 
 @dataclass

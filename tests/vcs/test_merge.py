@@ -19,7 +19,15 @@ from ocsync_tui.vcs.merge import (
 )
 from ocsync_tui.vcs.paths import UnsafePathError, collision_key
 from tests.conftest import git_fsck_strict
-from tests.vcs.history_builder import DEVICE_A, DEVICE_B, DEVICE_C, EXECUTABLE, SYMLINK, History
+from tests.vcs.history_builder import (
+    DEVICE_A,
+    DEVICE_B,
+    DEVICE_C,
+    EXECUTABLE,
+    SYMLINK,
+    History,
+    write_unchecked_object,
+)
 
 T = 1_700_000_000  # 2023-11-14 22:13:20 UTC
 STAMP = "20231114-221320"
@@ -384,6 +392,20 @@ def test_a_missing_parent_is_a_clear_error(history: History) -> None:
     orphan = _rewritten(history, history.commit(None, {"a": b"2"}, device=DEVICE_B, time=T + 1), parents=[b"9" * 40])
     with pytest.raises(MergeError, match="object 9{40} is missing"):
         merge_heads(history.store, mine, orphan)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"garbage", b"tree " + b"4b825dc642cb6eb9a060e54bf8d69288fbee4904" + b"\n\nno committer\n"],
+    ids=["unparseable", "no-committer"],
+)
+def test_a_damaged_commit_is_a_clear_error(tmp_path: Path, raw: bytes) -> None:
+    repo = Repo.init(str(tmp_path), mkdir=False)
+    history = History(repo.object_store)
+    mine = history.commit(None, {"a": b"1"}, device=DEVICE_A, time=T)
+    damaged = write_unchecked_object(tmp_path, b"commit", raw)
+    with pytest.raises(MergeError, match=f"object {damaged.decode()} is damaged"):
+        merge_heads(Repo(str(tmp_path)).object_store, mine, damaged)
 
 
 # --- real git accepts what we write -----------------------------------------------------------------

@@ -1,5 +1,6 @@
 import subprocess
 import unicodedata
+from pathlib import Path
 
 import pytest
 from dulwich.object_store import MemoryObjectStore
@@ -14,6 +15,7 @@ from ocsync_tui.vcs.paths import (
     validate_tree,
     validate_tree_path,
 )
+from tests.vcs.history_builder import write_unchecked_object
 
 
 @pytest.mark.parametrize(
@@ -214,11 +216,19 @@ def test_a_directory_entry_naming_a_blob_or_a_missing_object_is_refused(
         validate_tree(store, _raw_tree(store, [(b"dir", 0o40000, b"1" * 40)]))
 
 
-def test_a_zero_padded_mode_is_refused(store: MemoryObjectStore, blob_id: bytes) -> None:
-    tree = Tree.from_raw_string(Tree.type_num, b"0100644 a\0" + bytes.fromhex(blob_id.decode()))
-    store.add_object(tree)
+@pytest.mark.parametrize(
+    "raw_entry",
+    [b"0100644 a\0", b"100644 nul\0inside\0", b"100644 cut-short\0\1\2"],
+    ids=["zero-padded-mode", "nul-in-name", "truncated-id"],
+)
+def test_a_malformed_tree_is_refused(tmp_path: Path, raw_entry: bytes) -> None:
+    repo = Repo.init(str(tmp_path), mkdir=False)
+    blob = Blob.from_string(b"x")
+    repo.object_store.add_object(blob)
+    raw = raw_entry + (bytes.fromhex(blob.id.decode()) if raw_entry.endswith(b"\0") else b"")
+    tree_id = write_unchecked_object(tmp_path, b"tree", raw)
     with pytest.raises(UnsafePathError, match="malformed"):
-        validate_tree(store, tree.id)
+        validate_tree(Repo(str(tmp_path)).object_store, tree_id)
 
 
 def test_collision_key_equates_case_and_unicode_normalisation_only() -> None:
