@@ -127,6 +127,7 @@ class PartialFile:
         self._hasher = hashlib.sha256()
         self._hashed = 0
         self._unrecorded = 0
+        self._present = 0
         self._pending = bytearray()
         self._pending_offset = 0
         self._data_fd = self._bitmap_fd = -1
@@ -151,7 +152,9 @@ class PartialFile:
             return False
         for first, end in _block_runs(recorded[_HEADER.size :], self._block_count):
             self.have.add(first * GRANULARITY, min(end * GRANULARITY, self.size))
-        self._catch_up_hash(self.size)
+        # What is already on disk is hashed a step per write (and the rest by finish), so resuming a
+        # large blob does not stall on reading it all back at once.
+        self._present = self.have.total()
         return True
 
     def _reset(self) -> None:
@@ -165,11 +168,11 @@ class PartialFile:
 
     @property
     def bytes_present(self) -> int:
-        return self.have.total()
+        return self._present
 
     @property
     def is_complete(self) -> bool:
-        return self.have.first_end_from(0) >= self.size
+        return self._present == self.size
 
     @property
     def unrecorded_bytes(self) -> int:
@@ -197,9 +200,11 @@ class PartialFile:
                 self._write_behind(gap_start, view[gap_start - offset : gap_end - offset])
                 added += have.add(gap_start, gap_end)
         self._unrecorded += added
-        if added and offset <= self._hashed < end:
-            self._hasher.update(memoryview(data)[self._hashed - offset :])
-            self._hashed = end
+        self._present += added
+        if added:
+            if offset <= self._hashed < end:
+                self._hasher.update(memoryview(data)[self._hashed - offset :])
+                self._hashed = end
             self._catch_up_hash(_HASH_CATCH_UP_STEP)
         return added
 
