@@ -335,7 +335,8 @@ class _Merge:
     def _resolve_both_changed(self, path: str, files: list[dict[str, Entry]]) -> tuple[Entry, _Displaced]:
         """The version to keep at `path`, and the other one as displaced."""
         versions = [
-            (_introduced_by(self.objects, [head], path, side[path]), side[path]) for head, side in zip(self.heads, files)
+            (_introduced_by(self.objects, [head], path, side[path]), side[path])
+            for head, side in zip(self.heads, files)
         ]
         if not _is_newer(self.objects, versions[0][0], versions[1][0]):
             versions.reverse()
