@@ -194,7 +194,11 @@ def _create_repository(root: Path, folder_id: str) -> None:
             with open(os.path.join(directory, name), "rb") as handle:
                 os.fsync(handle.fileno())
         fsync_directory(directory)
-    os.rename(temp, root / ".git")
+    try:
+        os.rename(temp, root / ".git")
+    except OSError:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise NotAFolderError(f"{root / '.git'} appeared while ocsync was creating it; is another `ocsync init` running?") from None
     fsync_directory(root)
 
 
