@@ -198,7 +198,9 @@ def _create_repository(root: Path, folder_id: str) -> None:
         os.rename(temp, root / ".git")
     except OSError:
         shutil.rmtree(temp, ignore_errors=True)
-        raise NotAFolderError(f"{root / '.git'} appeared while ocsync was creating it; is another `ocsync init` running?") from None
+        raise NotAFolderError(
+            f"{root / '.git'} appeared while ocsync was creating it; is another `ocsync init` running?"
+        ) from None
     fsync_directory(root)
 
 

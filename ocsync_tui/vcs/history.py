@@ -118,7 +118,9 @@ class _History:
     def resolve(self, rev: str) -> bytes:
         text = rev.strip().lower()
         if len(text) < 4 or any(c not in "0123456789abcdef" for c in text):
-            raise HistoryError(f"{rev!r} is not a revision: give at least 4 hex digits of a commit id from `ocsync log`")
+            raise HistoryError(
+                f"{rev!r} is not a revision: give at least 4 hex digits of a commit id from `ocsync log`"
+            )
         matches = [commit_id for commit_id in self.commits if commit_id.decode("ascii").startswith(text)]
         if not matches:
             raise HistoryError(f"no commit {rev} in this folder's history")

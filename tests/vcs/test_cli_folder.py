@@ -45,7 +45,8 @@ def test_init_commit_log_restore(tmp_path, home):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert [line.split()[-1] for line in lines] == ["modify", "add"]
-    assert [line.split()[0] for line in lines] == [c[:10] for c in git(root, "log", "--format=%H", "--", "a.txt").split()]
+    commits = git(root, "log", "--format=%H", "--", "a.txt").split()
+    assert [line.split()[0] for line in lines] == [commit[:10] for commit in commits]
 
     first = lines[1].split()[0]
     result = ocsync(home, "restore", str(root / "a.txt"), "--rev", first[:7])

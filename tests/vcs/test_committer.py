@@ -143,7 +143,9 @@ def test_ignore_file_skips_untracked_but_never_untracks(folder_root, identity):
     write(folder_root, ".ocsyncignore", "*.tmp\nbuild/\n*.log\n")
     write(folder_root, "tracked.log", "log, edited\n")
     report = commit_pending(FolderRepo.open(folder_root), identity)
-    assert sorted((r.action, r.path) for r in report.committed) == [("modify", ".ocsyncignore"), ("modify", "tracked.log")]
+    assert sorted((r.action, r.path) for r in report.committed) == [
+        ("modify", ".ocsyncignore"), ("modify", "tracked.log")
+    ]
     git_fsck_strict(folder_root)
 
 
@@ -174,7 +176,8 @@ def test_unstorable_entries_are_skipped_with_a_reason(folder_root, identity):
     report = init_folder(folder_root, identity)
     assert set(head_files(folder_root)) == {"fine.txt", "vendor/lib/code.py"}
     reasons = dict(report.skipped)
-    assert "pipe" in reasons and "vendor/lib/.git" in reasons and "not valid UTF-8" in reasons[os.fsdecode(b"bad-\xff-name.txt")]
+    assert "pipe" in reasons and "vendor/lib/.git" in reasons
+    assert "not valid UTF-8" in reasons[os.fsdecode(b"bad-\xff-name.txt")]
     git_fsck_strict(folder_root)
 
 
