@@ -38,6 +38,7 @@ _HFS_IGNORED = dict.fromkeys(
 _GIT = re.compile(r"\.git|git~1")
 _GITMODULES = re.compile(r"\.gitmodules|gitmod~[1-4]|gi7eba~[1-9][0-9]*")
 _MARKER = re.compile(re.escape(FOLDER_MARKER) + r"|ocsync~[1-4]")
+_WORD_IN_ALIASED_NAMES = re.compile(rb"git|gi7eba|ocsync", re.IGNORECASE)  # an ASCII name without matches none
 _TREE_OBJECT_TYPE = Tree.type_num
 _TOO_LONG = f"longer than {PATH_MAX_BYTES} bytes, more than a system call accepts"
 
@@ -76,12 +77,14 @@ def _refusal(name: bytes, *, top_level: bool, mode: int) -> str | None:
         return "a single tree entry name contains '/'"
     if len(name) > NAME_MAX_BYTES:
         return f"a name longer than {NAME_MAX_BYTES} bytes fits on no disk"
+    if name in (b".", b".."):
+        return f"{name.decode()!r} is not a file name"
+    if name.isascii() and not _WORD_IN_ALIASED_NAMES.search(name):
+        return None  # the common case, kept fast: a folder's tree is checked name by name on every merge
     try:
         text = name.decode("utf-8")
     except UnicodeDecodeError:
         return "it is not valid UTF-8"
-    if text in (".", ".."):
-        return f"{text!r} is not a file name"
     aliases = _disk_aliases(text)
     if _aliases_match(_GIT, aliases):
         return "a disk may read it as '.git', git's own directory"
