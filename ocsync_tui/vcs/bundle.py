@@ -42,7 +42,7 @@ from typing import BinaryIO, Protocol
 from dulwich.object_store import DiskObjectStore
 from dulwich.object_format import SHA1
 from dulwich.objects import S_ISGITLINK, Commit, Tree, parse_tree, valid_hexsha
-from dulwich.objectspec import parse_commit
+from dulwich.objectspec import AmbiguousShortId, parse_commit
 from dulwich.pack import apply_delta
 from dulwich.repo import Repo
 from dulwich.walk import ORDER_TOPO, Walker
@@ -131,13 +131,29 @@ def create_bundle(folder: FolderLike, since: list[str], out: Path) -> BundleInfo
         boundary = [head]  # empty difference: the receiver proves it has main, and gets just the ref
     planned = _plan_objects(repo.object_store, commits, boundary)
     object_count = len(commits) + len(planned)
+    header = _bundle_header(repo.object_store, boundary, head)
+    written = _write_atomically(
+        Path(out).absolute(), header, _pack_entries(repo.object_store, commits, planned), object_count
+    )
+    return BundleInfo(
+        commit_count=len(commits),
+        object_count=object_count,
+        size=written.size,
+        sha256=written.sha256.hexdigest(),
+        prerequisites=[commit_id.decode("ascii") for commit_id in boundary],
+        head=head.decode("ascii"),
+    )
 
+
+def _bundle_header(store, prerequisites: list[bytes], head: bytes) -> bytes:
     header = bytearray(_HEADER_V2)
-    for commit_id in boundary:
-        header += b"-" + commit_id + b" " + _subject(repo.object_store[commit_id]) + b"\n"
-    header += head + b" " + MAIN_REF + b"\n" + head + b" HEAD\n\n"
+    for commit_id in prerequisites:
+        header += b"-" + commit_id + b" " + _subject(store[commit_id]) + b"\n"
+    return bytes(header + head + b" " + MAIN_REF + b"\n" + head + b" HEAD\n\n")
 
-    out = Path(out).absolute()
+
+def _write_atomically(out: Path, header: bytes, entries: Iterator[PackEntry], object_count: int) -> "_HashingWriter":
+    """Header and pack into a temporary file beside `out`, fsynced, then renamed to `out`."""
     try:
         fd, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     except OSError as error:
@@ -145,8 +161,8 @@ def create_bundle(folder: FolderLike, since: list[str], out: Path) -> BundleInfo
     try:
         with os.fdopen(fd, "wb") as raw_file:
             hashing = _HashingWriter(raw_file)
-            hashing.write(bytes(header))
-            write_pack(hashing, _pack_entries(repo.object_store, commits, planned), object_count)
+            hashing.write(header)
+            write_pack(hashing, entries, object_count)
             raw_file.flush()
             os.fsync(raw_file.fileno())
         os.replace(temporary, out)
@@ -157,19 +173,14 @@ def create_bundle(folder: FolderLike, since: list[str], out: Path) -> BundleInfo
         if isinstance(error, OSError):
             raise BundleError(f"cannot write the bundle {out}: {error.strerror}") from error
         raise
-    return BundleInfo(
-        commit_count=len(commits),
-        object_count=object_count,
-        size=hashing.size,
-        sha256=hashing.sha256.hexdigest(),
-        prerequisites=[commit_id.decode("ascii") for commit_id in boundary],
-        head=head.decode("ascii"),
-    )
+    return hashing
 
 
 def _resolve_revision(repo: Repo, revision: str) -> bytes:
     try:
         return parse_commit(repo, revision).id
+    except AmbiguousShortId as error:
+        raise BundleError(f"revision {revision!r} is ambiguous in this folder: give more of the commit id") from error
     except (KeyError, ValueError) as error:
         raise BundleError(
             f"unknown revision {revision!r}: give a commit id (or an unambiguous prefix) of this folder"

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from dulwich.objects import Commit
 from dulwich.repo import Repo
 
 from ocsync_tui.vcs.bundle import (
@@ -15,6 +16,7 @@ from ocsync_tui.vcs.bundle import (
     create_bundle,
     quarantined_import,
 )
+from ocsync_tui.vcs.pack import PackEntry, add_entries_to_store
 from tests.conftest import git_fsck_strict
 
 GIT_ENV = {
@@ -298,6 +300,27 @@ def test_unknown_revisions_and_empty_folders_are_clear_errors(history, tmp_path:
     with pytest.raises(BundleError, match="cannot write the bundle"):
         create_bundle(folder, [], tmp_path / "taken")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["empty", "source", "taken"]
+
+
+def test_an_ambiguous_revision_is_a_clear_error(history, tmp_path: Path) -> None:
+    folder, commits, _ = history
+    tree = folder.repo.object_store[commits[0]].tree
+    by_prefix: dict[bytes, bytes] = {}
+    entries = []
+    for number in range(5000):  # two commit ids share their first 4 hex digits long before this
+        commit = Commit()
+        commit.tree = tree
+        commit.author = commit.committer = b"Tester <tester@ocsync.invalid>"
+        commit.author_time = commit.commit_time = 1_700_000_000
+        commit.author_timezone = commit.commit_timezone = 0
+        commit.message = b"try %d\n" % number
+        entries.append(PackEntry(commit.id, commit.type_num, commit.as_raw_string()))
+        if commit.id[:4] in by_prefix:
+            break
+        by_prefix[commit.id[:4]] = commit.id
+    add_entries_to_store(folder.repo.object_store, entries)
+    with pytest.raises(BundleError, match="is ambiguous"):
+        create_bundle(folder, [commit.id[:4].decode()], tmp_path / "x.bundle")
 
 
 @pytest.fixture
