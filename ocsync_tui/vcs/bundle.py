@@ -19,8 +19,8 @@ API (stable):
   completes thin deltas against the main store, verifies the pack checksum, every object (ids are
   computed from content) and that the bundle's head (``refs/heads/main``, else ``HEAD``, else its only
   ref) and everything it reaches is present. It yields an ``ImportedBundle`` (``head``,
-  ``prerequisites``, ``object_store`` across quarantine and main store, ``new_commits`` parents
-  first). Leaving the block normally moves the pack into the main store (fsynced, pack before index);
+  ``prerequisites``, ``object_store`` across quarantine and main store and usable only inside the
+  block, ``new_commits``: commits not in the main store yet, parents first). Leaving the block normally moves the pack into the main store (fsynced, pack before index);
   an exception deletes the quarantine and leaves the main store untouched. A quarantine left by a
   crash is deleted by the next import.
 """
@@ -86,6 +86,8 @@ class MissingPrerequisites(BundleError):
 
 
 class FolderLike(Protocol):
+    """What this module needs of a FolderRepo."""
+
     repo: Repo
     path: Path
     git_dir: Path
