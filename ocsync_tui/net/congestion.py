@@ -8,9 +8,10 @@ bandwidth and caps data in flight at a gain times their product (the BDP). Rando
 delivery rate only by the fraction lost, so the rate does not collapse.
 
 Pure BBRv1 ignores loss altogether, which floods shallow buffers. Following BBRv2/v3 we keep a guard,
-`inflight_hi`: a round trip that loses more than LOSS_THRESHOLD of what it carried (far above random
-loss on a usable path) caps data in flight at BETA times the window; rounds without such loss raise
-the cap again, by a step that doubles each round, until it no longer binds. High loss also ends STARTUP.
+`inflight_hi`: a round trip that loses more than LOSS_THRESHOLD of what it carried, and at least
+LOSS_GUARD_MIN_PACKETS packets (far above random loss on a usable path), caps data in flight at BETA
+times the window; rounds without such loss raise the cap again, by a step that doubles each round,
+until it no longer binds. High loss also ends STARTUP.
 
 Without BBR's PROBE_RTT phase (which stalls the flow every 10 s), the minimum RTT is a 10 s windowed
 minimum refreshed by the 0.75 gain phase of PROBE_BW, which drains our own queue every cycle.
@@ -34,6 +35,9 @@ MIN_RTT_WINDOW = 10.0
 FULL_BANDWIDTH_GROWTH = 1.25
 FULL_BANDWIDTH_ROUNDS = 3
 LOSS_THRESHOLD = 0.10
+# Small rounds (early STARTUP, short paths) see 10 % by chance under a few % of random loss; as
+# BBRv2's startup exit (8 loss events), a round needs this many lost packets to count.
+LOSS_GUARD_MIN_PACKETS = 8
 BETA = 0.7
 INITIAL_WINDOW_PACKETS = 10
 MIN_WINDOW_PACKETS = 4
@@ -167,7 +171,7 @@ class BbrController:
     def _end_round(self) -> None:
         lost, delivered = self._round_lost, self._round_delivered
         self._round_lost = self._round_delivered = 0
-        if lost >= 3 * self.max_datagram_size and lost > LOSS_THRESHOLD * (lost + delivered):
+        if lost >= LOSS_GUARD_MIN_PACKETS * self.max_datagram_size and lost > LOSS_THRESHOLD * (lost + delivered):
             self.inflight_hi = max(self.min_window, int(BETA * self.cwnd))
             self._probe_up_step = self.max_datagram_size
             if self.state is BbrState.STARTUP:

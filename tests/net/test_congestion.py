@@ -95,3 +95,11 @@ def test_pacer_spaces_packets_and_allows_a_short_burst():
         sent.append(now)
     # 1 ms of burst credit after idling: the second packet goes at once, then one per millisecond.
     assert sent == pytest.approx([5.0, 5.0, 5.001, 5.002, 5.003, 5.004])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_loss_in_small_startup_rounds_does_not_end_startup_early(seed):
+    """100 Mbit/s, 40 ms RTT, 3% loss: early rounds carry 10-30 packets, where 10% lost happens by
+    chance; counting that as congestion left the flow crawling up from 1 MB/s (seed 1 did)."""
+    _, delivered, _ = simulate(rate=12.5e6, rtt=0.04, duration=2.0, loss=0.03, seed=seed, buffer_bytes=500_000)
+    assert delivered / 2.0 > 0.75 * 12.5e6
