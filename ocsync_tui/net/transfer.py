@@ -37,7 +37,7 @@ from typing import Any
 
 from ocsync_tui.errors import OcsyncError
 from ocsync_tui.net import events, frames
-from ocsync_tui.net.blob_source import BlobSource
+from ocsync_tui.net.blob_source import BlobSource, BlobSourceError
 from ocsync_tui.net.congestion import BbrController, Pacer
 from ocsync_tui.net.frames import CancelCode, FrameError
 from ocsync_tui.net.partial_store import BlobVerificationError, PartialFile, PartialStore, PartialStoreError
@@ -256,7 +256,10 @@ class TransferManager:
         self._drain_writes(float("-inf"), force=True)
         for incoming in self._incoming.values():
             if incoming.partial is not None:
-                incoming.partial.checkpoint()
+                try:
+                    incoming.partial.checkpoint()
+                except OSError:
+                    pass  # unrecorded data is simply received again
                 incoming.partial.close()
 
     def next_event(self) -> Any:
@@ -387,6 +390,14 @@ class TransferManager:
         self._finish_incoming(incoming, completed=True)
         self._events.append(events.TransferCompleted(self.public_key, offer.transfer_id, False, offer.sha256, path))
         self._control.append((frames.encode_done, (offer.transfer_id,)))
+
+    def _fail_outgoing(self, outgoing: _Outgoing, reason: str) -> None:
+        del self._outgoing[outgoing.transfer_id]
+        self._send_order.remove(outgoing.transfer_id)
+        self._events.append(
+            events.TransferFailed(self.public_key, outgoing.transfer_id, True, outgoing.source.sha256, reason)
+        )
+        self._control.append((frames.encode_cancel, (outgoing.transfer_id, True, CancelCode.CANCELLED, reason)))
 
     def _fail_incoming(self, incoming: _Incoming, reason: str, code: CancelCode = CancelCode.CANCELLED) -> None:
         offer = incoming.offer
@@ -665,15 +676,20 @@ class TransferManager:
             else:
                 piece[0] = offset + length
             frame = self._data_frame(now, outgoing, offset, length)
-            pacer.on_sent(now, len(frame), congestion.pacing_rate)
-            out.append(frame)
+            if frame is not None:
+                pacer.on_sent(now, len(frame), congestion.pacing_rate)
+                out.append(frame)
 
-    def _data_frame(self, now: float, outgoing: _Outgoing, offset: int, length: int) -> bytes:
+    def _data_frame(self, now: float, outgoing: _Outgoing, offset: int, length: int) -> bytes | None:
+        """Build and record one Data frame; None if the source cannot be read (the transfer fails)."""
+        try:
+            payload = outgoing.source.read(offset, length)
+        except (OSError, BlobSourceError) as error:
+            self._fail_outgoing(outgoing, f"cannot read the blob being sent: {getattr(error, 'strerror', None) or error}")
+            return None
         packet_number = self._next_packet_number
         self._next_packet_number = packet_number + 1
-        frame = frames.encode_data_header(packet_number, outgoing.transfer_id, offset) + outgoing.source.read(
-            offset, length
-        )
+        frame = frames.encode_data_header(packet_number, outgoing.transfer_id, offset) + payload
         size = len(frame)
         snapshot = self.congestion.on_packet_sent(now, self.bytes_in_flight)
         self._sent[packet_number] = (now, size, outgoing.transfer_id, offset, length, None, snapshot)
@@ -713,7 +729,9 @@ class TransferManager:
             if outgoing is None or outgoing.phase is not _Phase.SENDING:
                 continue
             length = min(record[LENGTH], max_frame_size - frames.DATA_OVERHEAD)
-            out.append(self._data_frame(now, outgoing, record[OFFSET], length))
+            frame = self._data_frame(now, outgoing, record[OFFSET], length)
+            if frame is not None:
+                out.append(frame)
         self._probes_owed = 0
 
     def _build_ack(self, now: float) -> bytes:

@@ -310,3 +310,19 @@ def test_progress_is_reported_at_most_every_100_ms(tmp_path):
         assert len(progress) >= 5
         assert all(b.bytes_done >= a.bytes_done for a, b in zip(progress, progress[1:]))
         assert 0.3e6 < max(e.rate_bps for e in progress) < 1.5e6
+
+
+def test_blob_file_shrinking_under_the_giver_fails_the_transfer_cleanly(tmp_path):
+    source_path = tmp_path / "bundle.bin"
+    source_path.write_bytes(blob(2_000_000))
+    pair = Pair(tmp_path, LinkConditions(delay=0.01, rate=1e6))
+    with FileBlobSource(source_path) as source:
+        transfer_id = pair.giver.core.core.offer(source, pair.network.now)
+        pair.network.run_for(0.3)
+        with open(source_path, "r+b") as stream:
+            stream.truncate(1000)
+        pair.network.run_until(lambda: pair.taker.events_of(events.TransferCancelled), 10)
+    [failed] = pair.giver.events_of(events.TransferFailed)
+    assert failed.transfer_id == transfer_id and "shrank" in failed.reason
+    assert "shrank" in pair.taker.events_of(events.TransferCancelled)[0].reason
+    assert not list((tmp_path / "taker").iterdir())
