@@ -41,6 +41,7 @@ _MARKER = re.compile(re.escape(FOLDER_MARKER) + r"|ocsync~[1-4]")
 _WORD_IN_ALIASED_NAMES = re.compile(rb"git|gi7eba|ocsync", re.IGNORECASE)  # an ASCII name without matches none
 _TREE_OBJECT_TYPE = Tree.type_num
 _TOO_LONG = f"longer than {PATH_MAX_BYTES} bytes, more than a system call accepts"
+_TOO_DEEP = f"folders nested {DEFAULT_MAX_TREE_DEPTH} deep or more, deeper than git tools walk"
 
 
 class UnsafePathError(OcsyncError):
@@ -102,6 +103,8 @@ def validate_tree_path(path: bytes, mode: int = REGULAR_FILE_MODE) -> str:
     if len(path) > PATH_MAX_BYTES:
         raise UnsafePathError(f"refusing path {_shown(path[:60])}…: {_TOO_LONG}")
     components = path.split(b"/")
+    if len(components) > DEFAULT_MAX_TREE_DEPTH:
+        raise UnsafePathError(f"refusing path {_shown(path[:60])}…: {_TOO_DEEP}")
     for index, component in enumerate(components):
         component_mode = mode if index == len(components) - 1 else DIRECTORY_MODE
         reason = _refusal(component, top_level=index == 0, mode=component_mode)
@@ -146,7 +149,7 @@ def validate_tree(object_store: BaseObjectStore, tree_id: bytes) -> None:
         current_id, prefix, depth = pending.pop()
         if depth >= DEFAULT_MAX_TREE_DEPTH:
             # dulwich's tree walks stop there with their own exception; refuse first, with ours.
-            raise UnsafePathError(f"refusing path {_shown(prefix[:60])}…: folders nested over {depth} deep")
+            raise UnsafePathError(f"refusing path {_shown(prefix[:60])}…: {_TOO_DEEP}")
         for name, mode, sha in _tree_entries(object_store, current_id, prefix):
             path = prefix + name
             if len(path) > PATH_MAX_BYTES:

@@ -119,9 +119,10 @@ def blob_id(store: MemoryObjectStore) -> bytes:
 
 
 def test_a_path_longer_than_any_system_call_accepts_is_refused(store: MemoryObjectStore, blob_id: bytes) -> None:
+    folder = b"d" * 200 + b"/"
+    assert validate_tree_path(folder * 20 + b"b" * 75)  # 4095 bytes
     with pytest.raises(UnsafePathError, match="longer than 4096 bytes"):
-        validate_tree_path(b"a/" * 2048 + b"b")
-    assert validate_tree_path(b"a/" * 2047 + b"b") == "a/" * 2047 + "b"
+        validate_tree_path(folder * 20 + b"b" * 97)
     tree_id = _raw_tree(store, [(b"b" * 200, 0o100644, blob_id)])
     for _ in range(20):
         tree_id = _raw_tree(store, [(b"d" * 200, 0o40000, tree_id)])
@@ -135,8 +136,11 @@ def test_folders_nested_deeper_than_git_tools_walk_are_refused(store: MemoryObje
         tree_id = _raw_tree(store, [(b"d", 0o40000, tree_id)])
         if depth == 1279:
             validate_tree(store, tree_id)
-    with pytest.raises(UnsafePathError, match="nested over 1280 deep"):
+    with pytest.raises(UnsafePathError, match="nested 1280 deep or more"):
         validate_tree(store, tree_id)
+    assert validate_tree_path(b"d/" * 1279 + b"f")
+    with pytest.raises(UnsafePathError, match="nested 1280 deep or more"):
+        validate_tree_path(b"d/" * 1280 + b"f")
 
 
 def test_a_tree_of_ordinary_names_and_modes_is_valid(store: MemoryObjectStore, blob_id: bytes) -> None:
