@@ -92,6 +92,14 @@ def _split(relpath: bytes) -> tuple[list[bytes], bytes]:
     return parents, name
 
 
+def _is_empty_directory(name: bytes, dir_fd: int) -> bool:
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    try:
+        return not os.listdir(fd)
+    finally:
+        os.close(fd)
+
+
 def _is_directory(name: bytes, dir_fd: int) -> bool:
     try:
         return stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
@@ -107,6 +115,7 @@ class FolderFiles:
             self._root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as error:
             raise CheckoutError(f"cannot open folder {root}: {error.strerror}") from None
+        self._name_max = os.fpathconf(self._root_fd, "PC_NAME_MAX")
         self._open_dirs: list[tuple[bytes, int]] = []
         self._touched_dirs: set[tuple[bytes, ...]] = set()
 
@@ -143,7 +152,7 @@ class FolderFiles:
                 self._touched_dirs.add(tuple(name for name, _ in self._open_dirs))
                 fd = os.open(component, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent_fd)
             except OSError as error:
-                if error.errno in (errno.ELOOP, errno.ENOTDIR):
+                if error.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENAMETOOLONG):
                     return None
                 raise
             self._open_dirs.append((component, fd))
@@ -151,9 +160,12 @@ class FolderFiles:
 
     def blocked_prefix(self, relpath: bytes) -> int | None:
         """How many leading components of `relpath`'s parents are real directories, if one is not
-        (a symlink, a file, a device); None if every existing parent is a directory."""
+        (a symlink, a file, a device, a name too long for this disk); None if every parent that exists
+        is a directory."""
         parents, _ = _split(relpath)
         for depth in range(len(parents)):
+            if len(parents[depth]) > self._name_max:
+                return depth
             fd = self._directory(parents[:depth], create=False)
             if fd is None:
                 return None
@@ -168,6 +180,8 @@ class FolderFiles:
     def read(self, relpath: bytes) -> DiskState:
         """What is at `relpath`: None (nothing), a TreeFile, or BLOCKED."""
         parents, name = _split(relpath)
+        if len(name) > self._name_max:
+            return BLOCKED
         dir_fd = self._directory(parents, create=False)
         if dir_fd is None:
             return None if self.blocked_prefix(relpath) is None else BLOCKED
@@ -177,6 +191,8 @@ class FolderFiles:
             return None
         if stat.S_ISLNK(info.st_mode):
             return TreeFile(SYMLINK_MODE, blob_sha(os.readlink(name, dir_fd=dir_fd)))
+        if stat.S_ISDIR(info.st_mode) and _is_empty_directory(name, dir_fd):
+            return None  # holds nothing of the user's; write() replaces it
         if not stat.S_ISREG(info.st_mode):
             return BLOCKED
         mode = EXECUTABLE_MODE if info.st_mode & stat.S_IXUSR else FILE_MODE
@@ -324,51 +340,73 @@ def checkout_changes(
     result = CheckoutResult()
     paths = sorted(set(paths))
     collisions = collisions_on_disk(new_files, old_files, naming)
+    deletions = sorted((p for p in paths if p not in new_files), key=lambda p: -p.count(b"/"))
     with FolderFiles(root) as files:
-        for path in paths:
-            files.remove_stale_temp(path)
-        deletions = sorted((p for p in paths if p not in new_files), key=lambda p: -p.count(b"/"))
-        for path in deletions:
-            on_disk = files.read(path)
-            if on_disk is None:
-                result.settled.append(path)
-            elif on_disk == old_files.get(path):
-                files.remove(path)
-                result.deleted.append(path)
-                result.settled.append(path)
-            else:
-                result.kept_local.append(path)
-        for path in (p for p in paths if p in new_files):
-            wanted = new_files[path]
-            component = collisions.get(path, files.blocked_prefix(path))
-            on_disk = files.read(path) if component is None else BLOCKED
-            if on_disk is BLOCKED:
-                _write_conflict_copy(
-                    files, store, path, wanted, path.count(b"/") if component is None else component,
-                    conflict_copy_names, new_files, result,
-                )
-            elif on_disk == wanted:
-                result.settled.append(path)
-            elif on_disk is None or on_disk == old_files.get(path):
-                files.write(path, wanted, store[wanted.sha].as_raw_string())
-                result.written.append(path)
-                result.settled.append(path)
-            else:
-                result.kept_local.append(path)
-        files.sync_touched_directories()
+        current = b""
+        try:
+            for current in paths:
+                files.remove_stale_temp(current)
+            for current in deletions:
+                _delete(files, current, old_files.get(current), result)
+            for current in (p for p in paths if p in new_files):
+                blocked_at = collisions.get(current, files.blocked_prefix(current))
+                on_disk = files.read(current) if blocked_at is None else BLOCKED
+                if on_disk is BLOCKED:
+                    moved = current.count(b"/") if blocked_at is None else blocked_at
+                    _write_conflict_copy(files, store, current, moved, conflict_copy_names, new_files, result)
+                else:
+                    _write(files, store, current, new_files[current], old_files.get(current), on_disk, result)
+            current = b""
+            files.sync_touched_directories()
+        except OSError as error:
+            where = f"{root / os.fsdecode(current)}" if current else str(root)
+            raise CheckoutError(
+                f"cannot update {where}: {error.strerror}; fix that and run the command again"
+            ) from None
     return result
+
+
+def _delete(files: FolderFiles, path: bytes, old: TreeFile | None, result: CheckoutResult) -> None:
+    on_disk = files.read(path)
+    if on_disk is None:
+        result.settled.append(path)
+    elif on_disk == old:
+        files.remove(path)
+        result.deleted.append(path)
+        result.settled.append(path)
+    else:
+        result.kept_local.append(path)
+
+
+def _write(
+    files: FolderFiles,
+    store: BaseObjectStore,
+    path: bytes,
+    wanted: TreeFile,
+    old: TreeFile | None,
+    on_disk: TreeFile | None,
+    result: CheckoutResult,
+) -> None:
+    if on_disk == wanted:
+        result.settled.append(path)
+    elif on_disk is None or on_disk == old:
+        files.write(path, wanted, store[wanted.sha].as_raw_string())
+        result.written.append(path)
+        result.settled.append(path)
+    else:
+        result.kept_local.append(path)
 
 
 def _write_conflict_copy(
     files: FolderFiles,
     store: BaseObjectStore,
     path: bytes,
-    wanted: TreeFile,
     component: int,
     conflict_copy_names: ConflictCopyNames,
     new_files: Mapping[bytes, TreeFile],
     result: CheckoutResult,
 ) -> None:
+    wanted = new_files[path]
     for candidate in conflict_copy_names(path, component):
         if not _free_in_tree(candidate, new_files) or files.blocked_prefix(candidate) is not None:
             continue

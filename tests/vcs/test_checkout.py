@@ -41,9 +41,9 @@ def numbered_copies(path: bytes, component: int):
         yield b"/".join(parts[:component] + [parts[component] + b".copy%d" % n] + parts[component + 1 :])
 
 
-def checkout(root, store, old, new, naming=CASE_SENSITIVE, paths=None):
-    changed = paths if paths is not None else {p for p in old.keys() | new.keys() if old.get(p) != new.get(p)}
-    return checkout_changes(root, store, old, new, changed, conflict_copy_names=numbered_copies, naming=naming)
+def checkout(root, store, old, new, naming=CASE_SENSITIVE, conflict_names=numbered_copies):
+    changed = {p for p in old.keys() | new.keys() if old.get(p) != new.get(p)}
+    return checkout_changes(root, store, old, new, changed, conflict_copy_names=conflict_names, naming=naming)
 
 
 def disk_files(root: Path) -> dict[str, bytes]:
@@ -212,6 +212,8 @@ def test_folder_files_reads_what_is_on_disk(store, root, tmp_path):
     (root / "f").write_bytes(b"hello")
     os.symlink("target", root / "l")
     (root / "d").mkdir()
+    (root / "d" / "x").write_bytes(b"")
+    (root / "empty").mkdir()
     os.mkfifo(root / "fifo")
     os.symlink(tmp_path, root / "out")
     with FolderFiles(root) as files:
@@ -219,7 +221,7 @@ def test_folder_files_reads_what_is_on_disk(store, root, tmp_path):
         assert files.read(b"l") == TreeFile(SYMLINK_MODE, Blob.from_string(b"target").id)
         assert files.read(b"missing") is None and files.read(b"missing/deeper") is None
         assert files.read(b"d") is files.read(b"fifo") is files.read(b"out/f") is files.read(b"f/x")
-        assert files.read(b"d") is not None
+        assert files.read(b"d") is not None and files.read(b"empty") is None
 
 
 def test_a_missing_folder_is_a_clear_error(store, tmp_path):
@@ -236,3 +238,24 @@ def test_disk_naming_keys():
     assert FOLDS_CASE.key(b"ReadMe") == FOLDS_CASE.key(b"README") != CASE_SENSITIVE.key(b"README")
     assert NORMALIZES.key("cafe\u0301".encode()) == NORMALIZES.key("caf\u00e9".encode())
     assert FOLDS_CASE.key(b"\xff") == b"\xff"
+
+
+def test_an_empty_directory_in_the_way_is_replaced(store, root):
+    (root / "name" / "empty").mkdir(parents=True)
+    new = build(store, {b"name/empty": b"a file now"})
+    result = checkout(root, store, {}, new)
+    assert result.relocated == {} and disk_files(root) == {"name/empty": b"a file now"}
+
+
+def test_a_name_too_long_for_this_disk_becomes_a_shorter_conflict_copy(store, root):
+    long_name = "\u00e9" * 200  # 400 bytes, past this disk's limit; eCryptfs already stops at 143
+    new = build(store, {long_name.encode() + b"/f": b"in a long folder", long_name.encode() + b".txt": b"long file"})
+    result = checkout(root, store, {}, new, conflict_names=lambda path, component: iter([shortened(path, component)]))
+    assert sorted(result.relocated) == sorted(new)
+    assert sorted(disk_files(root).values()) == [b"in a long folder", b"long file"]
+
+
+def shortened(path: bytes, component: int) -> bytes:
+    parts = path.split(b"/")
+    parts[component] = parts[component][:100] + (b".folder-copy" if component < len(parts) - 1 else b".copy")
+    return b"/".join(parts)

@@ -238,3 +238,4 @@ def test_files_under_a_blocked_folder_move_to_one_copy_of_it(tmp_path, identity)
     assert (root / copy / "a").read_bytes() == b"A" and (root / copy / "sub" / "b").read_bytes() == b"B"
     assert (root / "docs").read_bytes() == b"a file of mine where the peer has a folder\n"
     git_fsck_strict(root)
+
