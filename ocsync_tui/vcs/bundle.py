@@ -20,7 +20,8 @@ API (stable):
   computed from content) and that the bundle's head (``refs/heads/main``, else ``HEAD``, else its only
   ref) and everything it reaches is present. It yields an ``ImportedBundle`` (``head``,
   ``prerequisites``, ``object_store`` across quarantine and main store and usable only inside the
-  block, ``new_commits``: commits not in the main store yet, parents first). Leaving the block normally moves the pack into the main store (fsynced, pack before index);
+  block, ``new_commits``: commits not in the main store yet, parents first). Leaving the block
+  normally moves the pack into the main store (fsynced, pack before index);
   an exception deletes the quarantine and leaves the main store untouched. A quarantine left by a
   crash is deleted by the next import.
 """
@@ -126,7 +127,8 @@ def create_bundle(folder: FolderLike, since: list[str], out: Path) -> BundleInfo
     if head is None:
         raise BundleError(f"{folder.path}: the folder has no commits yet, so there is nothing to bundle")
     excluded = [_resolve_revision(repo, revision) for revision in since]
-    commits = [entry.commit for entry in Walker(repo.object_store, [head], exclude=excluded, order=ORDER_TOPO, reverse=True)]
+    walk = Walker(repo.object_store, [head], exclude=excluded, order=ORDER_TOPO, reverse=True)
+    commits = [entry.commit for entry in walk]  # parents first
     sent = {commit.id for commit in commits}
     boundary = sorted({parent for commit in commits for parent in commit.parents if parent not in sent})
     if not commits:
@@ -226,7 +228,9 @@ def _plan_objects(store, commits: list[Commit], boundary: list[bytes]) -> list[_
             if any(entry is not None and entry[2] == sha for entry in at_path):
                 continue  # only the mode changed
             is_tree = stat.S_ISDIR(mode)
-            same_kind = [entry[2] if entry is not None and stat.S_ISDIR(entry[1]) == is_tree else None for entry in at_path]
+            same_kind = [
+                entry[2] if entry is not None and stat.S_ISDIR(entry[1]) == is_tree else None for entry in at_path
+            ]
             base = next((candidate for candidate in same_kind if candidate is not None), None)
             if base is None:
                 if receiver_has is None:
