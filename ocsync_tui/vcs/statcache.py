@@ -1,9 +1,10 @@
 """The stat cache: git's own index (`.git/index`, version 2), so `git status` in a folder stays clean.
 
 Each entry maps a path to the 40 stat bytes git records (ctime, mtime, dev, ino, mode, uid, gid, size)
-and its blob id. A scan packs a fresh lstat the same way and compares bytes, so an unchanged file costs
-one lstat and one comparison. A file is re-read when the bytes differ or the entry is racy: modified no
-earlier than the index was written, where an edit in the same timestamp tick would not show (git's rule).
+and its blob id. A scan compares a fresh lstat's (mtime, ctime, size, inode) with the entry's, so an
+unchanged file costs one lstat and one comparison. A file is re-read when they differ or the entry is
+racy: modified no earlier than the index was written, where an edit in the same timestamp tick would not
+show (git's rule).
 
 The index's cache-tree extension (`TREE`, written for the root only) names the tree the entries
 describe; git keeps it valid across stat refreshes and invalidates it when it stages anything. A missing,
