@@ -3,6 +3,8 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from dulwich.object_store import MemoryObjectStore
 from dulwich.objects import Blob, Tree
 from dulwich.repo import Repo
@@ -266,3 +268,38 @@ def test_every_name_real_git_refuses_we_refuse_too(tmp_path) -> None:
     assert {b".git", b"git~1", b"..", b"."} <= refused_by_git  # the comparison means something
     assert refused_by_git <= refused_by_us
     assert not refused_by_us & {b"ok.txt", b".gitignore", b"git~2", b".gitx"}
+
+
+_tricky_component = st.text(alphabet=".gitGIT~1 :\\\u200c\ufeffocsyn-fldermu", min_size=1, max_size=14)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    components=st.lists(_tricky_component, min_size=1, max_size=4),
+    mode=st.sampled_from([0o100644, 0o100755, 0o120000]),
+)
+def test_a_path_is_accepted_exactly_when_a_tree_holding_it_is(components: list[str], mode: int) -> None:
+    """The scanner checks paths, merges check trees: they must never disagree."""
+    store = MemoryObjectStore()
+    blob = Blob.from_string(b"x")
+    store.add_object(blob)
+    names = [component.encode() for component in components]
+    tree = Tree()
+    tree.add(names[-1], mode, blob.id)
+    for name in reversed(names[:-1]):
+        store.add_object(tree)
+        parent = Tree()
+        parent.add(name, 0o040000, tree.id)
+        tree = parent
+    store.add_object(tree)
+    try:
+        validate_tree(store, tree.id)
+        tree_ok = True
+    except UnsafePathError:
+        tree_ok = False
+    try:
+        validate_tree_path(b"/".join(names), mode)
+        path_ok = True
+    except UnsafePathError:
+        path_ok = False
+    assert path_ok == tree_ok
