@@ -10,6 +10,7 @@ edits.
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from dulwich.object_store import BaseObjectStore, MemoryObjectStore, OverlayObjectStore
 from dulwich.refs import check_ref_format
@@ -27,8 +28,9 @@ from ocsync_tui.vcs.merge import Conflict, MergeResult, merge_heads
 from ocsync_tui.vcs.pack import PackEntry, add_entries_to_store
 
 _PEER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-# Each round commits what the user changed while the previous merge was computed; a folder written to
-# without pause must still get its peer's changes, which never overwrite the user's anyway.
+# Each round commits what is on disk at the paths the merge touches, then merges again on top of that.
+# A folder written to without pause must still get its peer's changes after a few rounds: the checkout
+# never overwrites what the user wrote since, so stopping early loses nothing.
 _MAX_COMMIT_ROUNDS = 5
 
 
@@ -40,7 +42,7 @@ class ApplyError(OcsyncError):
 class ApplyReport:
     old_head: bytes | None
     new_head: bytes | None
-    kind: str
+    kind: Literal["up-to-date", "fast-forward", "merge"]
     conflicts: tuple[Conflict, ...]
     updated_paths: tuple[bytes, ...]
 
