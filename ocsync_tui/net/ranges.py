@@ -39,7 +39,11 @@ class RangeSet:
             starts.insert(first, start)
             ends.insert(first, end)
             return end - start
-        covered = sum(min(ends[i], end) - max(starts[i], start) for i in range(first, last) if ends[i] > start and starts[i] < end)
+        covered = sum(
+            min(ends[i], end) - max(starts[i], start)
+            for i in range(first, last)
+            if ends[i] > start and starts[i] < end
+        )
         new_start = min(start, starts[first])
         new_end = max(end, ends[last - 1])
         starts[first:last] = [new_start]
@@ -70,7 +74,8 @@ class RangeSet:
         return sum(end - start for start, end in self)
 
     def newest_first(self, limit: int) -> list[tuple[int, int]]:
-        return [(self._starts[i], self._ends[i]) for i in range(len(self._starts) - 1, max(len(self._starts) - 1 - limit, -1), -1)]
+        count = len(self._starts)
+        return [(self._starts[i], self._ends[i]) for i in range(count - 1, max(count - 1 - limit, -1), -1)]
 
     def gaps(self, start: int, end: int) -> list[tuple[int, int]]:
         """The ranges within [start, end) that are not in the set, ascending."""

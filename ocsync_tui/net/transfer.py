@@ -685,7 +685,8 @@ class TransferManager:
         try:
             payload = outgoing.source.read(offset, length)
         except (OSError, BlobSourceError) as error:
-            self._fail_outgoing(outgoing, f"cannot read the blob being sent: {getattr(error, 'strerror', None) or error}")
+            detail = getattr(error, "strerror", None) or error
+            self._fail_outgoing(outgoing, f"cannot read the blob being sent: {detail}")
             return None
         packet_number = self._next_packet_number
         self._next_packet_number = packet_number + 1

@@ -155,9 +155,9 @@ def test_taker_restart_resumes_with_only_missing_bytes(tmp_path):
     data = blob(3_000_000)
     taker = pair.taker
     pair.giver.core.core.offer(BytesBlobSource(data), pair.network.now)
-    pair.network.run_until(lambda: taker.core.core._incoming and next(iter(taker.core.core._incoming.values())).partial
-                           and next(iter(taker.core.core._incoming.values())).partial.bytes_present > 1_500_000, 30)
-    partial = next(iter(taker.core.core._incoming.values())).partial
+    pair.network.run_until(lambda: pair.received_over(1_500_000), 30)
+    [incoming] = taker.core.core._incoming.values()
+    partial = incoming.partial
     partial.checkpoint()  # the last checkpoint before the crash
     recorded = partial.bytes_present
     pair.network.run_for(0.05)  # more arrives but is never recorded
@@ -174,7 +174,7 @@ def test_giver_restart_resumes_when_the_engine_offers_again(tmp_path):
     pair = Pair(tmp_path, LinkConditions(delay=0.01, rate=4e6))
     data = blob(3_000_000)
     pair.giver.core.core.offer(BytesBlobSource(data), pair.network.now)
-    pair.network.run_until(lambda: any(e.bytes_done > 1_500_000 for e in pair.taker.events_of(events.TransferProgress)), 30)
+    pair.network.run_until(lambda: pair.received_over(1_500_000), 30)
     pair.restart(pair.giver)
     pair.network.run_for(2.0)  # the taker's checkpoint timer records what it had
     new_id = pair.giver.core.core.offer(BytesBlobSource(data), pair.network.now)

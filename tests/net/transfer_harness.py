@@ -62,14 +62,13 @@ class Pair:
     def restart(self, node) -> None:
         """The node's process dies (nothing is closed or flushed) and a new manager starts from disk."""
         name = "giver" if node is self.giver else "taker"
-        old = node.core
-        node.core = Peer(
-            TransferManager(old.core.public_key, PartialStore(self.tmp_path / name), random_bytes=self.random.randbytes),
-            old.peer_address, self.network, **self.peer_options,
-        )
+        node.core = self._peer(node.core.core.public_key, name, node.core.peer_address)
 
     def completed(self, node, transfer_id=None):
         return [e for e in node.events_of(events.TransferCompleted) if transfer_id in (None, e.transfer_id)]
+
+    def received_over(self, size: int) -> bool:
+        return any(event.bytes_done > size for event in self.taker.events_of(events.TransferProgress))
 
     def data_frames_sent(self, node) -> int:
         return sum(1 for datagram in node.sent if datagram.data[1] == 1)
