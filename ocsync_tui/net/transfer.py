@@ -64,6 +64,9 @@ OFFER_PATIENCE = 30.0
 MIN_DONE_PATIENCE = 0.2
 MAX_PATIENCE = 60.0
 UNKNOWN_REPLY_INTERVAL = 0.1
+# The probe timeout doubles while the peer is silent, but never beyond this: a peer back after a long
+# outage hears from us within seconds.
+MAX_PROBE_INTERVAL = 10.0
 FINISHED_REMEMBERED = 1024
 
 # Fields of a sent-packet record (a tuple: one is built per frame sent).
@@ -766,7 +769,8 @@ class TransferManager:
     def _probe_timeout_at(self) -> float | None:
         if not self.bytes_in_flight:
             return None
-        return self._last_ack_eliciting_time + self.rtt.probe_timeout(self._pto_count)
+        interval = min(self.rtt.probe_timeout(self._pto_count), MAX_PROBE_INTERVAL)
+        return self._last_ack_eliciting_time + interval
 
     def get_timer(self) -> float | None:
         candidates = [self._send_due, self._ack_deadline, self._write_retry_at, self._checkpoint_at]

@@ -326,3 +326,15 @@ def test_blob_file_shrinking_under_the_giver_fails_the_transfer_cleanly(tmp_path
     assert failed.transfer_id == transfer_id and "shrank" in failed.reason
     assert "shrank" in pair.taker.events_of(events.TransferCancelled)[0].reason
     assert not list((tmp_path / "taker").iterdir())
+
+
+def test_after_a_long_outage_the_transfer_resumes_within_the_probe_cap(tmp_path):
+    pair = Pair(tmp_path, LinkConditions(delay=0.01, rate=1e6))
+    pair.giver.core.core.offer(BytesBlobSource(blob(1_000_000)), pair.network.now)
+    pair.network.run_until(lambda: pair.received_over(300_000), 30)
+    pair.network.tap = lambda datagram: False  # the path is down for ten minutes
+    pair.network.run_for(600)
+    pair.network.tap = None
+    back = pair.network.now
+    assert pair.network.run_until(lambda: pair.completed(pair.giver), 60)
+    assert pair.network.now - back < 10.0 + 2.0, "probes kept coming at most every 10 s"
