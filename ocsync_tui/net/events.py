@@ -108,7 +108,8 @@ class TransferProgress:
 @dataclass(frozen=True, slots=True)
 class TransferCompleted:
     """The receiver verified the whole blob. `path` (receiver only) is the verified file, which the
-    engine removes through PartialStore.remove once it has consumed it; the giver may drop its blob."""
+    engine removes through PartialStore.remove once it has consumed it; the giver may drop its blob.
+    A blob offered again before the engine removed it completes again at once, with the same path."""
 
     public_key: bytes
     transfer_id: int
