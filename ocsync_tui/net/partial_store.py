@@ -205,7 +205,8 @@ class PartialFile:
             if offset <= self._hashed < end:
                 self._hasher.update(memoryview(data)[self._hashed - offset :])
                 self._hashed = end
-            self._catch_up_hash(_HASH_CATCH_UP_STEP)
+            if self._hashed != have.last_end():  # data beyond the hashed prefix may continue it
+                self._catch_up_hash(_HASH_CATCH_UP_STEP)
         return added
 
     def _write_behind(self, offset: int, data: bytes | memoryview) -> None:
