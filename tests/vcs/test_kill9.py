@@ -30,9 +30,13 @@ def start_cli(home: Path, *args: str) -> subprocess.Popen:
     )
 
 
-def run_killed_after(home: Path, delay: float, *args: str) -> None:
-    """Start `ocsync ARGS`, SIGKILL it after `delay` seconds unless it finished first."""
+def run_killed_after(home: Path, delay: float, *args: str, counted_from: Path | None = None) -> None:
+    """Start `ocsync ARGS`, SIGKILL it `delay` seconds after the start (or after `counted_from` first
+    exists) unless it finished first."""
     process = start_cli(home, *args)
+    if counted_from is not None:
+        while process.poll() is None and not counted_from.exists():
+            time.sleep(0.001)
     try:
         process.wait(timeout=delay)
     except subprocess.TimeoutExpired:
@@ -94,13 +98,16 @@ def test_kill9_during_commit_of_thousands_of_files(tmp_path):
     _, duration = timed_run(home, "commit", str(owner.root), watch=owner.root / ".git" / "no-such-file")
     assert_consistent(owner, files)
 
+    interrupted = 0
     for iteration in range(ITERATIONS):
         copy = Device(owner.name, owner.identity, tmp_path / f"run{iteration}")
         shutil.copytree(template, copy.root, symlinks=True)
         run_killed_after(home, rng.uniform(0.2, 1.0) * duration, "commit", str(copy.root))
+        interrupted += copy.head_files() != files
         ok(run_cli(home, "commit", str(copy.root)))
         assert_consistent(copy, files)
         assert all(len(paths) == 1 for paths in commits_by(copy))
+    assert interrupted, "every commit finished before its kill: the test proved nothing"
 
 
 def test_kill9_during_bundle_apply_touching_many_files(tmp_path):
@@ -133,14 +140,18 @@ def test_kill9_during_bundle_apply_touching_many_files(tmp_path):
     assert_consistent(bob, expected)
 
     # One kill before the journal exists (importing, merging), the others while files are being written.
-    delays = [rng.uniform(0, journal_written)]
-    delays += [rng.uniform(journal_written, duration) for _ in range(ITERATIONS - 1)]
+    kills = [(rng.uniform(0, journal_written), False)]
+    kills += [(rng.uniform(0, 0.9) * (duration - journal_written), True) for _ in range(ITERATIONS - 1)]
     interrupted_with_journal = 0
-    for iteration, delay in enumerate(delays):
+    for iteration, (delay, after_journal) in enumerate(kills):
         copy = Device(bob.name, bob.identity, tmp_path / f"run{iteration}")
         shutil.copytree(template, copy.root, symlinks=True)
-        run_killed_after(home, delay, "bundle", "apply", str(copy.root), str(bundle), "--from", "alice")
-        interrupted_with_journal += (copy.root / ".git" / "ocsync-journal").exists()
+        journal = copy.root / ".git" / "ocsync-journal"
+        run_killed_after(
+            home, delay, "bundle", "apply", str(copy.root), str(bundle), "--from", "alice",
+            counted_from=journal if after_journal else None,
+        )
+        interrupted_with_journal += journal.exists()
         # The next write command first finishes an interrupted apply; then the apply is simply repeated.
         ok(run_cli(home, "commit", str(copy.root)))
         ok(run_cli(home, "bundle", "apply", str(copy.root), str(bundle), "--from", "alice"))
