@@ -71,6 +71,12 @@ class Device:
                     found[relpath] = b"link:" + os.fsencode(os.readlink(path)) if path.is_symlink() else path.read_bytes()
         return found
 
+    def git_status(self) -> str:
+        """`git status --porcelain`: empty when the stat cache (git's index), HEAD and disk agree."""
+        result = subprocess.run(["git", "-C", str(self.root), "status", "--porcelain"], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
     def head_files(self) -> dict[str, bytes]:
         """HEAD's tree as {relative path: content}, comparable with files()."""
         repo = self.folder.repo

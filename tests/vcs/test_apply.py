@@ -59,6 +59,7 @@ def test_fast_forward_into_an_empty_folder_records_the_peer_head(tmp_path):
     assert os.access(bob.root / "a.txt", os.X_OK)
     assert bob.known_head_of(alice) == alice.head()
     assert "fast-forward" in report.summary()
+    assert bob.git_status() == ""
     git_fsck_strict(bob.root)
 
 
@@ -90,6 +91,7 @@ def test_merging_both_ways_ends_on_one_head(tmp_path):
         "from-bob.txt": b"bob's\n",
     }
     assert alice.known_head_of(bob) is not None and bob.known_head_of(alice) is not None
+    assert alice.git_status() == bob.git_status() == ""
     git_fsck_strict(alice.root)
     git_fsck_strict(bob.root)
 
@@ -123,6 +125,7 @@ def test_a_conflict_keeps_both_versions_under_the_designed_name(tmp_path):
     reports = exchange(alice, bob, tmp_path / "bundles")
     assert alice.head() == bob.head()
     assert alice.files() == bob.files() == alice.head_files() == expected
+    assert alice.git_status() == bob.git_status() == ""
     for report in reports:
         assert report.kind == "merge"
         assert f"conflict: notes.txt (changed on both sides; other version kept as {copy_name})" in report.summary()
