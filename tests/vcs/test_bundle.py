@@ -6,8 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from dulwich.objects import Commit
+from dulwich.index import commit_tree
+from dulwich.objects import Blob, Commit
 from dulwich.repo import Repo
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ocsync_tui.vcs.bundle import (
     QUARANTINE_PREFIX,
@@ -438,3 +441,73 @@ def test_a_bundle_lacking_objects_is_refused(history, tmp_path: Path) -> None:
     data = out.read_bytes().replace(commits[3], commits[2])
     (tmp_path / "lying.bundle").write_bytes(data)
     assert_refused(receiver, tmp_path / "lying.bundle", BundleError, "lacks")
+
+
+PATHS = [b"a.txt", b"b.bin", b"docs/c.txt", b"docs/deep/d.txt", b"other/e.txt"]
+edit_step = st.tuples(
+    st.sampled_from(["write", "mutate", "delete", "rename", "chmod"]),
+    st.integers(0, len(PATHS) - 1),
+    st.integers(0, len(PATHS) - 1),
+    st.binary(min_size=0, max_size=600),
+)
+
+
+def build_history(folder: Folder, steps, seed: int) -> list[bytes]:
+    """One commit per step, per-file as ocsync commits; returns the commit ids, oldest first."""
+    rng = random.Random(seed)
+    store = folder.repo.object_store
+    files: dict[bytes, tuple[int, bytes]] = {}
+    commits: list[bytes] = []
+    for when, (action, first, second, data) in enumerate(steps, start=1_700_000_000):
+        path, other = PATHS[first], PATHS[second]
+        if action == "write" or path not in files:
+            files[path] = (0o100644, data * rng.randrange(1, 20))
+        elif action == "mutate":
+            mode, content = files[path]
+            cut = rng.randrange(len(content) + 1)
+            files[path] = (mode, content[:cut] + data + content[cut + rng.randrange(50) :])
+        elif action == "delete" and len(files) > 1:
+            del files[path]
+        elif action == "rename" and other not in files:
+            files[other] = files.pop(path)
+        elif action == "chmod":
+            mode, content = files[path]
+            files[path] = (0o100755 if mode == 0o100644 else 0o100644, content)
+        blobs = []
+        for name, (mode, content) in files.items():
+            blob = Blob.from_string(content)
+            store.add_object(blob)
+            blobs.append((name, blob.id, mode))
+        commit = Commit()
+        commit.tree = commit_tree(store, blobs)
+        commit.parents = commits[-1:]
+        commit.author = commit.committer = b"Tester <tester@ocsync.invalid>"
+        commit.author_time = commit.commit_time = when
+        commit.author_timezone = commit.commit_timezone = 0
+        commit.message = b"step\n"
+        store.add_object(commit)
+        commits.append(commit.id)
+    folder.repo.refs[b"refs/heads/main"] = commits[-1]
+    return commits
+
+
+@settings(max_examples=10, deadline=None)
+@given(steps=st.lists(edit_step, min_size=2, max_size=14), seed=st.integers(0, 1000), data=st.data())
+def test_random_histories_round_trip_through_thin_bundles(tmp_path_factory, steps, seed, data) -> None:
+    root = tmp_path_factory.mktemp("history")
+    source = new_folder(root / "source")
+    commits = build_history(source, steps, seed)
+    since = data.draw(st.sampled_from(commits))
+    git(source.path, "update-ref", "refs/since", since.decode())
+    receiver = new_folder(root / "receiver")
+    git(receiver.path, "fetch", "-q", "--update-head-ok", str(source.path), "refs/since:refs/heads/main")
+
+    out = root / "thin.bundle"
+    info = create_bundle(source, [since.decode()], out)
+    with quarantined_import(receiver, out) as imported:
+        assert imported.head == commits[-1]
+        assert imported.new_commits == commits[commits.index(since) + 1 :]
+    assert info.commit_count == len(commits) - commits.index(since) - 1
+    # With main at the bundle's head, fsck proves every object of every new commit arrived intact.
+    git(receiver.path, "update-ref", "refs/heads/main", commits[-1].decode())
+    git_fsck_strict(receiver.path)
