@@ -17,6 +17,8 @@ case or Unicode normalisation, moves to a conflict copy too.
 import heapq
 import json
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -75,6 +77,17 @@ def _unreadable(object_id: bytes, why: str) -> MergeError:
     return MergeError(f"cannot merge: object {object_id.decode()} {why}")
 
 
+@contextmanager
+def _reading(object_id: bytes) -> Iterator[None]:
+    """Turn the store's errors for a missing or unparseable object into a MergeError."""
+    try:
+        yield
+    except KeyError:
+        raise _unreadable(object_id, "is missing from the repository") from None
+    except (ObjectFormatException, ValueError):
+        raise _unreadable(object_id, "is damaged") from None
+
+
 def _has_serialized_entry(raw_tree: bytes, name: bytes, entry: Entry) -> bool:
     """Whether a serialized tree holds the entry `MODE NAME\\0ID`.
 
@@ -105,31 +118,17 @@ class _Objects:
     def add(self, obj: ShaFile) -> None:
         self._made[obj.id] = obj
 
-    def _raw(self, object_id: bytes) -> tuple[int, bytes]:
-        made = self._made.get(object_id)
-        if made is not None:
-            return made.type_num, made.as_raw_string()
-        try:
-            return self.store.get_raw(object_id)
-        except KeyError:
-            raise _unreadable(object_id, "is missing from the repository") from None
-        except (ObjectFormatException, ValueError):
-            raise _unreadable(object_id, "is damaged") from None
-
     def _get(self, object_id: bytes, kind: type[ShaFile]) -> ShaFile:
         cache = self._cached[kind]
-        obj = cache.get(object_id)
-        if obj is not None:
-            return obj
-        type_num, raw = self._raw(object_id)
-        if type_num != kind.type_num:
+        obj = cache.get(object_id) or self._made.get(object_id)
+        if obj is None:
+            with _reading(object_id):
+                obj = self.store[object_id]
+        if not isinstance(obj, kind):
             raise _unreadable(object_id, f"is not a {kind.__name__.lower()}")
-        try:
-            obj = kind.from_raw_string(type_num, raw, sha=object_id)
-            if kind is Commit:
-                obj.check()  # a peer's commit without a committer or time would otherwise crash the walks
-        except (ObjectFormatException, ValueError):
-            raise _unreadable(object_id, "is damaged") from None
+        # A peer's commit without a tree, committer or time would otherwise crash the history walks.
+        if isinstance(obj, Commit) and None in (obj.tree, obj.committer, obj.commit_time):
+            raise _unreadable(object_id, "is damaged")
         cache[object_id] = obj
         return obj
 
@@ -140,7 +139,11 @@ class _Objects:
         return self._get(tree_id, Tree)
 
     def _serialized_tree(self, tree_id: bytes) -> bytes:
-        type_num, raw = self._raw(tree_id)
+        made = self._made.get(tree_id)
+        if made is not None:
+            return made.as_raw_string()
+        with _reading(tree_id):
+            type_num, raw = self.store.get_raw(tree_id)
         if type_num != Tree.type_num:
             raise _unreadable(tree_id, "is not a tree")
         return raw
