@@ -231,6 +231,8 @@ from tests.vcs.test_pack import file_history, edited_versions
 repo = Repo(sys.argv[1])
 for round in range(1000):
     add_entries_to_store(repo.object_store, file_history(edited_versions(3, size=400_000, seed=round)))
+    if round == 0:
+        print("writing", flush=True)
 """
 
 
@@ -239,11 +241,13 @@ def test_kill_at_any_moment_leaves_a_store_git_accepts(tmp_path: Path) -> None:
     rng = random.Random(7)
     for _ in range(4):
         child = subprocess.Popen(
-            [sys.executable, "-c", KILL_TARGET, str(tmp_path)], cwd=Path(__file__).parents[2]
+            [sys.executable, "-c", KILL_TARGET, str(tmp_path)], cwd=Path(__file__).parents[2], stdout=subprocess.PIPE
         )
-        time.sleep(0.6 + rng.random() * 0.8)
+        assert child.stdout.readline() == b"writing\n"  # the kill lands among the writes, not the imports
+        time.sleep(rng.random() * 0.3)
         child.send_signal(signal.SIGKILL)
         child.wait()
+        child.stdout.close()
         git_fsck_strict(tmp_path)
         for name in pack_listing(tmp_path):
             if name.endswith(".idx"):
