@@ -319,7 +319,7 @@ class _Merge:
         self.heads = sorted([a, b])
         self.depth = depth
 
-    def _introduced_by(self, path: str, entry: Entry) -> bytes:
+    def _introduced_on_either_side(self, path: str, entry: Entry) -> bytes:
         return _introduced_by(self.objects, self.heads, path, entry)
 
     def _base_files(self) -> dict[str, Entry]:
@@ -361,11 +361,15 @@ class _Merge:
                     continue
                 entry = merged.pop(path)
                 reason = FOLDER_OF_SAME_NAME if kept is None else NAME_DIFFERS_ONLY_IN_CASE
-                winner = None if kept is None else self._introduced_by(kept, merged[kept])
-                displaced.append(_Displaced(path, entry, self._introduced_by(path, entry), winner, reason))
+                winner = None if kept is None else self._introduced_on_either_side(kept, merged[kept])
+                loser = self._introduced_on_either_side(path, entry)
+                displaced.append(_Displaced(path, entry, loser, winner, reason))
         return displaced
 
     def _place_copies(self, merged: dict[str, Entry], displaced: list[_Displaced]) -> list[Conflict]:
+        """Put each displaced version at the first free conflict-copy name, in an order every peer shares;
+        a version displaced from a conflict copy is not copied again."""
+        # Free on a case-folding, normalising disk too, or the copy would clash there in turn.
         taken = {collision_key(name) for name in merged.keys() | _directories(list(merged))}
         conflicts = []
         for item in sorted(displaced, key=lambda d: (d.path, d.entry)):
