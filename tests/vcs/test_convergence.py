@@ -128,6 +128,7 @@ class Replicas(RuleBasedStateMachine):
         for path in trees[0]:
             assert path.count(".sync-conflict-") <= 1, f"a conflict copy of a conflict copy: {path}"
         for device in devices:
+            assert device.git_status() == "", f"{device.name}: git's index disagrees with HEAD or the disk"
             git_fsck_strict(device.root)
         repo = devices[0].folder.repo
         for entry in repo.get_walker():

@@ -84,6 +84,7 @@ def assert_consistent(device: Device, expected_files: dict[str, bytes]) -> None:
     on_disk = device.files()
     assert on_disk == device.head_files(), "the working tree differs from HEAD"
     assert on_disk == expected_files
+    assert device.git_status() == "", "git's index (our stat cache) disagrees with HEAD or the disk"
 
 
 def test_kill9_during_commit_of_thousands_of_files(tmp_path):
