@@ -19,23 +19,29 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import shutil
 import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import nacl.signing
 import trio
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: `tests.e2e.netlab`
 
 from ocsync_tui.net.codec import TRANSPORT_HEADER, TRANSPORT_HEADER_SIZE, TRANSPORT_OVERHEAD
+from ocsync_tui.net.endpoint import Endpoint
+from ocsync_tui.net.events import TransferCancelled, TransferCompleted, TransferFailed, TransferOffered
 from ocsync_tui.net.lossy_link import Impairments, LossyLink
 from ocsync_tui.net.session import ReplayWindow
 from ocsync_tui.net.udp_socket import open_udp_socket
-from tests.e2e.netlab import netns_available, tcp_goodput, two_hosts
+from tests.e2e.netlab import TwoHosts, netns_available, tcp_goodput, two_hosts
 
 MB = 1_000_000
 BENCH_KEY = bytes(range(32))
@@ -162,6 +168,144 @@ async def measure_link_ceiling(seconds: float, datagram_size: int) -> float:
     return rate
 
 
+# --- transfers between two endpoints, each in its own process --------------------------------------
+
+SENDER_SEED = bytes([1]) * 32
+RECEIVER_SEED = bytes([2]) * 32
+
+
+def public_key_of(seed: bytes) -> bytes:
+    return bytes(nacl.signing.SigningKey(seed).verify_key)
+
+
+async def role_transfer_receive(host: str, state_dir: str) -> None:
+    """Accept every offer from the sender; report goodput from the offer to the verified blob."""
+    endpoint = Endpoint(nacl.signing.SigningKey(RECEIVER_SEED), state_dir=Path(state_dir), host=host, port=0)
+    endpoint.add_peer(public_key_of(SENDER_SEED))
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(endpoint.run)
+        report(port=address[1])
+        offered_at = 0.0
+        async for event in endpoint.events:
+            if isinstance(event, TransferOffered):
+                offered_at = time.perf_counter()
+                endpoint.accept(event.public_key, event.transfer_id)
+            elif isinstance(event, TransferCompleted):
+                seconds = time.perf_counter() - offered_at
+                size = Path(event.path).stat().st_size
+                # Keep serving (the giver waits for our Done) until the benchmark ends this process.
+                report(bytes=size, seconds=seconds)
+            elif isinstance(event, TransferFailed):
+                report(error=event.reason)
+                nursery.cancel_scope.cancel()
+
+
+async def role_transfer_send(host: str, target_host: str, target_port: str, path: str, state_dir: str) -> None:
+    """Send one file to the receiver; report when the receiver confirmed it, and our peak memory."""
+    endpoint = Endpoint(nacl.signing.SigningKey(SENDER_SEED), state_dir=Path(state_dir), host=host, port=0)
+    endpoint.add_peer(public_key_of(RECEIVER_SEED), (target_host, int(target_port)))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(endpoint.run)
+        start = time.perf_counter()
+        await endpoint.send_blob(public_key_of(RECEIVER_SEED), Path(path))
+        async for event in endpoint.events:
+            if isinstance(event, TransferCompleted | TransferFailed | TransferCancelled):
+                report(
+                    ok=isinstance(event, TransferCompleted),
+                    seconds=time.perf_counter() - start,
+                    max_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                )
+                nursery.cancel_scope.cancel()
+
+
+async def role_link(far_host: str, far_port: str, loss: str, delay: str, reorder: str) -> None:
+    """A lossy link in its own process; the delay is one-way (half the added round trip)."""
+    impairments = Impairments(loss=float(loss), delay=float(delay), reorder=float(reorder),
+                              reorder_delay=max(float(delay) / 4, 0.001))
+    link = LossyLink((far_host, int(far_port)), impairments, seed=1, host="0.0.0.0")
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(link.run)
+        report(port=address[1])
+        await trio.sleep_forever()
+
+
+def make_blob(directory: Path, size: int) -> Path:
+    path = directory / f"blob-{size}"
+    if not path.exists():
+        with open(path, "wb") as stream:
+            block = os.urandom(1 << 20)
+            for offset in range(0, size, len(block)):
+                stream.write(block[: min(len(block), size - offset)])
+    return path
+
+
+def measure_transfer(
+    path: Path,
+    work: Path,
+    *,
+    link: tuple[float, float, float] | None = None,
+    lab: TwoHosts | None = None,
+) -> dict:
+    """One transfer of `path` sender → receiver, on loopback or left → right in `lab`.
+
+    link = (loss, one-way delay, reorder probability) puts a lossy link, in the sender's namespace, in
+    front of the receiver."""
+    run_dir = Path(tempfile.mkdtemp(dir=work))
+    receiver_host = lab.right.address if lab else "127.0.0.1"
+    sender_host = lab.left.address if lab else "127.0.0.1"
+    sender_ns = lab.left.namespace if lab else None
+    processes = []
+    try:
+        receiver = start_role("transfer-receive", receiver_host, str(run_dir / "receiver"),
+                              netns=lab.right.namespace if lab else None)
+        processes.append(receiver)
+        target = (receiver_host, read_report(receiver)["port"])
+        if link is not None:
+            link_process = start_role("link", *map(str, target), *map(str, link), netns=sender_ns)
+            processes.append(link_process)
+            target = ("127.0.0.1", read_report(link_process)["port"])
+            sender_host = "127.0.0.1"
+        sender = start_role("transfer-send", sender_host, *map(str, target), str(path), str(run_dir / "sender"),
+                            netns=sender_ns)
+        processes.append(sender)
+        received = read_report(receiver)
+        sent = read_report(sender)
+        if "error" in received or not sent.get("ok"):
+            raise RuntimeError(f"transfer failed: {received} {sent}")
+        return {"MBps": received["bytes"] / received["seconds"] / MB, "max_rss_mb": sent["max_rss_mb"]}
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def bench_transfers(arguments: argparse.Namespace, parts: list[str], figures: dict, work: Path) -> dict[str, object]:
+    results: dict[str, object] = {}
+    size = arguments.size_mb * MB
+    if "loopback" in parts:
+        blob = make_blob(work, size)
+        runs = [measure_transfer(blob, work)["MBps"] for _ in range(arguments.runs)]
+        results["loopback_MBps"] = median(runs)
+        results["loopback_vs_ceiling"] = round(results["loopback_MBps"] / figures["blast_ceiling_MBps"], 3)
+        print(f"loopback transfer: {results['loopback_MBps']} MB/s (runs {runs})", flush=True)
+    if "lossy" in parts:
+        blob = make_blob(work, min(size, 64 * MB))
+        clean = [measure_transfer(blob, work, link=(0.0, 0.005, 0.0))["MBps"] for _ in range(arguments.runs)]
+        lossy = [measure_transfer(blob, work, link=(0.03, 0.005, 0.02))["MBps"] for _ in range(arguments.runs)]
+        results["lossy_link_clean_MBps"] = median(clean)
+        results["lossy_link_3pct_MBps"] = median(lossy)
+        results["lossy_vs_clean"] = round(median(lossy) / median(clean), 3)
+        print(f"through the link, 10 ms RTT: clean {clean}, 3% loss + reordering {lossy} MB/s", flush=True)
+    if "memory" in parts:
+        blob = make_blob(work, 1000 * MB)
+        result = measure_transfer(blob, work)
+        results["memory_1GB_sender_max_rss_MB"] = round(result["max_rss_mb"], 1)
+        results["memory_1GB_MBps"] = round(result["MBps"], 2)
+        print(f"1 GB: sender peak RSS {results['memory_1GB_sender_max_rss_MB']} MB", flush=True)
+    return results
+
+
 # --- the 100 Mbit/s link between two namespaces --------------------------------------------------
 
 LINK_MBIT = 100
@@ -186,6 +330,9 @@ def bench_netlab(arguments: argparse.Namespace) -> dict[str, object]:
 
 
 ROLES = {
+    "transfer-receive": lambda args: role_transfer_receive(args[0], args[1]),
+    "transfer-send": lambda args: role_transfer_send(*args),
+    "link": lambda args: role_link(*args),
     "blast-receive": lambda args: role_blast_receive(args[0], 0.5),
     "blast-send": lambda args: role_blast_send(args[0], int(args[1]), int(args[2]), int(args[3])),
 }
@@ -214,6 +361,11 @@ def main() -> None:
         rates = [measure_blast("127.0.0.1", arguments.size_mb * MB, arguments.datagram_size) for _ in range(arguments.runs)]
         figures["blast_ceiling_MBps"] = median(rates)
         print(f"encrypted blast ceiling: {figures['blast_ceiling_MBps']} MB/s (runs {rates})", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="ocsync-bench-"))
+    try:
+        figures.update(bench_transfers(arguments, parts, figures, work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     if "netlab" in parts:
         figures.update(bench_netlab(arguments))
     print(json.dumps(figures))

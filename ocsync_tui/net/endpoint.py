@@ -42,7 +42,8 @@ from ocsync_tui.net.secure_channel import SecureChannel, UnknownPeerError
 from ocsync_tui.net.udp_socket import DEFAULT_PORT, Address, UdpSocket, open_udp_socket
 
 _TRANSPORT_TYPE_BYTE = bytes((TRANSPORT,))
-_RECEIVE_BATCH = 512
+_RECEIVE_BATCH = 128
+TIMER_SLACK = 0.0015
 
 
 class Endpoint:
@@ -154,10 +155,12 @@ class Endpoint:
         channel = self._channel
         open_transport = channel.open_transport
         links = self._links
+        clock = trio.current_time
         while True:
-            now = trio.current_time()
             batch = udp.receive_nowait(_RECEIVE_BATCH)
+            # A fresh `now` for every datagram: processing a batch takes long enough to skew RTT samples.
             for data, address in batch:
+                now = clock()
                 if data[:1] == _TRANSPORT_TYPE_BYTE:
                     opened = open_transport(data, address, now)
                     if opened is not None:
@@ -166,6 +169,7 @@ class Endpoint:
                             link.receive_payload(opened[1], now)
                 else:
                     channel.receive_datagram(data, address, now)
+            now = clock()
             await self._handle_channel_events(now)
             timer = channel.get_timer()
             if timer is not None and timer <= now:
@@ -173,12 +177,14 @@ class Endpoint:
                 await self._handle_channel_events(now)
             outgoing = channel.datagrams_to_send(now)
             for link in links.values():
+                now = clock()
                 timer = link.get_timer()
                 if timer is not None and timer <= now:
                     link.handle_timer(now)
                 outgoing.extend(link.datagrams_to_send(channel, now))
                 while (event := link.next_event()) is not None:
                     await self._event_send.send(event)
+            now = clock()
             await self._handle_channel_events(now)
             outgoing.extend(channel.datagrams_to_send(now))
             if outgoing:
@@ -189,7 +195,13 @@ class Endpoint:
             await self._sleep_until(udp, self._next_deadline())
 
     async def _sleep_until(self, udp: UdpSocket, deadline: float) -> None:
-        with trio.CancelScope(deadline=deadline) as scope:
+        # epoll sleeps whole milliseconds, rounded up: a pacing gap shorter than that would become a
+        # millisecond or two of silence, and the congestion controller would read that as a slow path.
+        # So wake up to TIMER_SLACK early and then only yield until the deadline passes.
+        if deadline - trio.current_time() <= TIMER_SLACK:
+            await trio.lowlevel.checkpoint()
+            return
+        with trio.CancelScope(deadline=deadline - TIMER_SLACK) as scope:
             self._wake_scope = scope
             await udp.wait_readable()
         self._wake_scope = None
