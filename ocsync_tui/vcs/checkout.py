@@ -5,7 +5,8 @@ descriptor of the folder root, so a symlinked directory — including one writte
 same tree — is never entered. Files are replaced by a temp file in the same directory, fsync and rename.
 
 A file is only replaced or deleted when what is on disk is exactly what the old tree recorded (or
-nothing): anything else is the user's, and stays where it is for the committer to pick up.
+nothing): anything else is the user's, and stays where it is for the committer to pick up; the new
+version then goes to a conflict copy beside it.
 
 A tree path that cannot be placed on this disk — its name collides with another one on a disk that
 folds case or normalises Unicode, or a directory or a non-directory is in its way — is written under a
@@ -354,8 +355,12 @@ def checkout_changes(
                 if on_disk is BLOCKED:
                     moved = current.count(b"/") if blocked_at is None else blocked_at
                     _write_conflict_copy(files, store, current, moved, conflict_copy_names, new_files, result)
-                else:
-                    _write(files, store, current, new_files[current], old_files.get(current), on_disk, result)
+                elif not _write(files, store, current, new_files[current], old_files.get(current), on_disk, result):
+                    # The user changed the file since the last commit: theirs stays, the new version
+                    # becomes a conflict copy beside it, so neither is lost.
+                    result.kept_local.append(current)
+                    moved = current.count(b"/")
+                    _write_conflict_copy(files, store, current, moved, conflict_copy_names, new_files, result)
             current = b""
             files.sync_touched_directories()
         except OSError as error:
@@ -386,7 +391,8 @@ def _write(
     old: TreeFile | None,
     on_disk: TreeFile | None,
     result: CheckoutResult,
-) -> None:
+) -> bool:
+    """Put `wanted` at `path` unless the disk holds something the old tree did not record; False then."""
     if on_disk == wanted:
         result.settled.append(path)
     elif on_disk is None or on_disk == old:
@@ -394,7 +400,8 @@ def _write(
         result.written.append(path)
         result.settled.append(path)
     else:
-        result.kept_local.append(path)
+        return False
+    return True
 
 
 def _write_conflict_copy(

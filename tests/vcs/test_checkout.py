@@ -101,11 +101,15 @@ def test_never_overwrites_or_deletes_content_the_old_tree_did_not_record(store, 
     result = checkout(root, store, old, new)
     assert disk_files(root) == {
         "edited": b"user's edit",
+        "edited.copy1": b"peer",
         "deleted-by-peer": b"user's other edit",
         "made-executable": b"x",
+        "made-executable.copy1": b"y",
         "new-here": b"user's new file",
+        "new-here.copy1": b"peer's new file",
     }
     assert sorted(result.kept_local) == [b"deleted-by-peer", b"edited", b"made-executable", b"new-here"]
+    assert result.relocated == {p: p + b".copy1" for p in [b"edited", b"made-executable", b"new-here"]}
     assert result.settled == []
 
 

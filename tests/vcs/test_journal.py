@@ -87,14 +87,16 @@ def test_finishes_an_apply_killed_after_main_moved(interrupted):
     git_fsck_strict(bob.root)
 
 
-def test_an_edit_made_while_stopped_is_never_overwritten(interrupted):
+def test_an_edit_made_while_stopped_is_kept_and_the_new_version_goes_beside_it(interrupted):
     alice, bob, journal = interrupted
     bob.write(CHANGED[2], b"bob edited this while ocsync was down")
     assert finish_interrupted_apply(bob.folder) is True
     assert (bob.root / CHANGED[2]).read_bytes() == b"bob edited this while ocsync was down"
     assert bob.head() == journal.new_head
+    [copy] = [name for name in bob.files() if name.startswith("f2.sync-conflict-")]
+    assert (bob.root / copy).read_bytes() == b"new " + CHANGED[2].encode()
     committed = commit_pending(bob.folder, bob.identity).committed
-    assert [record.path for record in committed] == [CHANGED[2]]
+    assert sorted(record.path for record in committed) == sorted([copy, CHANGED[2]])
     git_fsck_strict(bob.root)
 
 
