@@ -1,5 +1,8 @@
 import hashlib
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nacl.signing
@@ -15,6 +18,7 @@ from ocsync_tui.net.events import (
     UnknownDeviceAttempt,
 )
 from ocsync_tui.net.lossy_link import Impairments, LossyLink
+from ocsync_tui.net.partial_store import PartialStore
 
 
 def signing_key(number: int) -> nacl.signing.SigningKey:
@@ -78,4 +82,90 @@ async def test_a_blob_goes_across_loopback_and_arrives_verified(tmp_path: Path) 
         assert Path(completed.path).read_bytes() == blob
         assert completed.sha256 == hashlib.sha256(blob).digest()
         assert [event.public_key for event in taker.of(SessionEstablished)] == [giver.public_key]
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_50_mb_through_a_lossy_link_arrive_byte_identical(tmp_path: Path) -> None:
+    impairments = Impairments(loss=0.03, duplicate=0.01, corrupt=0.01, reorder=0.02, reorder_delay=0.003,
+                              delay=0.002, jitter=0.001)
+    blob_path = tmp_path / "blob"
+    blob_path.write_bytes(os.urandom(50_000_000))
+    async with trio.open_nursery() as nursery:
+        giver, taker = Peer(1, tmp_path / "giver"), Peer(2, tmp_path / "taker")
+        await giver.start(nursery)
+        await taker.start(nursery)
+        link = LossyLink(taker.address, impairments, seed=3)
+        link_address = await nursery.start(link.run)
+        taker.endpoint.add_peer(giver.public_key)
+        giver.endpoint.add_peer(taker.public_key, link_address)
+        completed = await transfer(giver, taker, blob_path, timeout=120)
+        assert hashlib.sha256(Path(completed.path).read_bytes()).digest() == hashlib.sha256(blob_path.read_bytes()).digest()
+        counters = link.forward.counters
+        assert counters.lost and counters.duplicated and counters.corrupted and counters.reordered
+        nursery.cancel_scope.cancel()
+
+
+class LineReader:
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    async def next_json(self) -> dict:
+        while b"\n" not in self.buffer:
+            chunk = await self.stream.receive_some()
+            assert chunk, "the receiver process exited"
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)
+
+
+async def start_receiver(state_dir: Path, port: int, giver: Peer) -> tuple[trio.Process, LineReader, tuple]:
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "tests.engine.blob_receiver", str(state_dir), str(port), (bytes([2]) * 32).hex(),
+         giver.public_key.hex(), *map(str, giver.address)],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    reader = LineReader(process.stdout)
+    address = tuple((await reader.next_json())["address"])
+    return process, reader, address
+
+
+@pytest.mark.trio
+async def test_a_killed_receiver_resumes_without_the_data_it_had(tmp_path: Path) -> None:
+    size = 30_000_000
+    blob_path = tmp_path / "blob"
+    blob_path.write_bytes(os.urandom(size))
+    sha256 = hashlib.sha256(blob_path.read_bytes()).digest()
+    state_dir = tmp_path / "taker"
+    async with trio.open_nursery() as nursery:
+        giver = Peer(1, tmp_path / "giver")
+        await giver.start(nursery)
+        with trio.fail_after(120):
+            process, reader, address = await start_receiver(state_dir, 0, giver)
+            giver.endpoint.add_peer(signing_key(2).verify_key.encode(), address)
+            taker_key = signing_key(2).verify_key.encode()
+            await giver.endpoint.send_blob(taker_key, blob_path)
+            # Kill it once a good part has been received (and some of it recorded durably).
+            while (await reader.next_json()).get("progress", 0) < size * 0.4:
+                pass
+            process.kill()
+            await process.wait()
+
+            partial = PartialStore(state_dir).open(giver.public_key, sha256, size)
+            had = partial.bytes_present
+            partial.close()
+            assert 0 < had < size
+            sent_before_restart = giver.endpoint.link(taker_key).transfers.data_bytes_sent
+
+            process, reader, _ = await start_receiver(state_dir, address[1], giver)
+            while "completed" not in (message := await reader.next_json()):
+                assert "failed" not in message, message
+            assert hashlib.sha256(Path(message["completed"]).read_bytes()).digest() == sha256
+            resent = giver.endpoint.link(taker_key).transfers.data_bytes_sent - sent_before_restart
+            # Only what was missing goes again (plus a little retransmission), not the whole blob.
+            assert resent <= (size - had) * 1.1 + 200_000, (resent, size, had)
+            process.kill()
+            await process.wait()
         nursery.cancel_scope.cancel()
