@@ -26,6 +26,7 @@ import heapq
 import itertools
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -69,6 +70,8 @@ class Direction:
     counters: LinkCounters = field(default_factory=LinkCounters)
     in_flight: list[tuple[float, int, bytes]] = field(default_factory=list)
     queue_free_at: float = 0.0
+    # Sees every datagram that enters this direction, before impairments (tests record traffic with it).
+    tap: Callable[[bytes], object] | None = None
 
     def admit(self, data: bytes, now: float, order: itertools.count) -> list[tuple[float, int, bytes]]:
         """Decide one arriving datagram's fate: the (delivery time, order, bytes) copies that go on."""
@@ -170,6 +173,8 @@ class LossyLink:
                     self.near = source
                 elif source != self.far:
                     continue
+                if direction.tap is not None:
+                    direction.tap(data)
                 for scheduled in direction.admit(data, now, self._order):
                     if scheduled[0] <= now and not in_flight:
                         immediate.append(scheduled[2])

@@ -133,3 +133,17 @@ async def test_strangers_cannot_inject_into_the_backward_direction() -> None:
             await stranger.send(b"spoof", link.far_facing_address)
             assert await collect(near) == []
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_tap_sees_each_datagram_before_impairments() -> None:
+    seen: list[bytes] = []
+    with open_udp_socket("127.0.0.1", 0) as near, open_udp_socket("127.0.0.1", 0) as far:
+        link = LossyLink(far.local_address, Impairments(loss=1.0))
+        link.forward.tap = seen.append
+        async with trio.open_nursery() as nursery:
+            link_address = await nursery.start(link.run)
+            await near.send_batch([(numbered(i), link_address) for i in range(20)])
+            assert await collect(far) == []
+            nursery.cancel_scope.cancel()
+    assert seen == [numbered(i) for i in range(20)]
