@@ -2,7 +2,8 @@
 
 The model tracks file versions by content (every write is unique). A version is *superseded* when a
 replica that has it on disk overwrites, deletes or renames over it; every other version that ever
-existed must be somewhere in the final tree, at its path or as a conflict copy.
+existed must be somewhere in the final tree, at its path or as a conflict copy. Some edits are left
+uncommitted when a peer's change arrives, as a user's unsaved work would be.
 """
 
 import shutil
@@ -62,6 +63,13 @@ class Replicas(RuleBasedStateMachine):
         device.write(path, self.new_version(device, path))
         device.commit()
 
+    @rule(name=st.sampled_from(NAMES), path=st.sampled_from(PATHS))
+    def write_without_committing(self, name: str, path: str) -> None:
+        """An edit still unsaved when a peer's change arrives: the apply must commit it first."""
+        device = self.devices[name]
+        self.supersede(device, path)
+        device.write(path, self.new_version(device, path))
+
     @rule(name=st.sampled_from(NAMES), data=st.data())
     def delete(self, name: str, data) -> None:
         device = self.devices[name]
@@ -100,6 +108,8 @@ class Replicas(RuleBasedStateMachine):
             event("apply: with conflicts")
 
     def settle(self) -> None:
+        for device in self.devices.values():
+            device.commit()
         for _ in range(MAX_SETTLE_ROUNDS):
             for receiver in self.devices.values():
                 for sender in self.devices.values():
