@@ -11,6 +11,7 @@ import trio
 
 from ocsync_tui.net.endpoint import Endpoint
 from ocsync_tui.net.events import (
+    PeerEndpointChanged,
     SessionEstablished,
     TransferCompleted,
     TransferFailed,
@@ -19,6 +20,7 @@ from ocsync_tui.net.events import (
 )
 from ocsync_tui.net.lossy_link import Impairments, LossyLink
 from ocsync_tui.net.partial_store import PartialStore
+from ocsync_tui.net.udp_socket import open_udp_socket
 
 
 def signing_key(number: int) -> nacl.signing.SigningKey:
@@ -168,4 +170,56 @@ async def test_a_killed_receiver_resumes_without_the_data_it_had(tmp_path: Path)
             assert resent <= (size - had) * 1.1 + 200_000, (resent, size, had)
             process.kill()
             await process.wait()
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_garbage_replays_forgeries_and_strangers_are_dropped_and_the_session_survives(tmp_path: Path) -> None:
+    captured: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        giver, taker = Peer(1, tmp_path / "giver"), Peer(2, tmp_path / "taker")
+        stranger = Peer(3, tmp_path / "stranger")
+        for peer in (giver, taker, stranger):
+            await peer.start(nursery)
+        # A clean link: every captured datagram reaches the taker, so sending it again is a true replay
+        # (an authentic datagram the taker never saw would be a delayed packet, which WireGuard accepts).
+        link = LossyLink(taker.address)
+        link.forward.tap = captured.append
+        link_address = await nursery.start(link.run)
+        taker.endpoint.add_peer(giver.public_key)
+        giver.endpoint.add_peer(taker.public_key, link_address)
+        # The stranger knows the taker's key, but the taker does not know the stranger.
+        stranger.endpoint.add_peer(taker.public_key, taker.address)
+        # A device that got the taker's key wrong: its initiations fail mac1 and must get no reply.
+        confused = Peer(4, tmp_path / "confused")
+        await confused.start(nursery)
+        confused.endpoint.add_peer(signing_key(9).verify_key.encode(), taker.address)
+
+        first = await transfer(giver, taker, os.urandom(2_000_000), timeout=60)
+        assert Path(first.path).stat().st_size == 2_000_000
+
+        with open_udp_socket("127.0.0.1", 0) as attacker:
+            garbage = [b"", b"\x00", b"\x04", os.urandom(31), b"\x04\x01\x00\x00" + os.urandom(60),
+                       b"\x01\x01\x00\x00" + os.urandom(176), os.urandom(1200), os.urandom(60000)]
+            await attacker.send_batch([(data, taker.address) for data in garbage])
+            # Replays of everything the giver sent (its initiation, the transfer), from elsewhere, and
+            # forgeries: the same datagrams with one bit flipped.
+            forged = [data[:-1] + bytes((data[-1] ^ 1,)) for data in captured]
+            for hostile in (captured, forged):
+                for start in range(0, len(hostile), 64):
+                    await attacker.send_batch([(data, taker.address) for data in hostile[start : start + 64]])
+            stranger.endpoint.connect(taker.public_key)
+            confused.endpoint.connect(signing_key(9).verify_key.encode())
+            attempt = await taker.wait_for(UnknownDeviceAttempt, timeout=10)
+            assert attempt.public_key == stranger.public_key
+
+            second = await transfer(giver, taker, os.urandom(500_000), timeout=60)
+            assert Path(second.path).stat().st_size == 500_000
+            await trio.sleep(0.2)
+            assert attacker.receive_nowait() == [], "nothing may be answered to garbage or replays"
+
+        assert [event.public_key for event in taker.of(SessionEstablished)] == [giver.public_key]
+        assert not [event for event in taker.of(PeerEndpointChanged) if event.endpoint != link.far_facing_address]
+        assert not stranger.of(SessionEstablished) and not confused.of(SessionEstablished)
+        assert not [event for event in taker.of(UnknownDeviceAttempt) if event.public_key == confused.public_key]
         nursery.cancel_scope.cancel()
