@@ -42,7 +42,7 @@ BETA = 0.7
 INITIAL_WINDOW_PACKETS = 10
 MIN_WINDOW_PACKETS = 4
 # Packets the pacer may send back to back after an idle spell, as time at the pacing rate.
-PACING_BURST_TIME = 0.001
+PACING_BURST_TIME = 0.004
 MIN_RTT_FLOOR = 1e-5
 
 # Index of each field in the snapshot tuple `on_packet_sent` returns.
@@ -157,6 +157,10 @@ class BbrController:
     def on_packets_lost(self, lost_bytes: int) -> None:
         self._round_lost += lost_bytes
 
+    def on_spurious_loss(self, acked_bytes: int) -> None:
+        """Packets declared lost were acknowledged after all (reordering): not a congestion signal."""
+        self._round_lost = max(self._round_lost - acked_bytes, 0)
+
     def _add_bandwidth_sample(self, rate: float) -> None:
         samples = self._bandwidth_samples
         if samples and samples[-1][0] == self._round_count:
@@ -230,6 +234,10 @@ class BbrController:
             # Early samples are tiny (a handful of packets per round): pace at least as fast as the
             # window itself allows, so pacing never slows the exponential ramp.
             rate = max(rate, self.pacing_gain * self.cwnd / self.min_rtt)
+        # Never slower than the minimum window per round trip. Below that the 1.25 gain phase (one
+        # min RTT long) sends less than one extra packet, so it cannot find more bandwidth, while
+        # random loss keeps each sample a little under the rate: the estimate would only drift down.
+        rate = max(rate, self.min_window / self.min_rtt)
         # In STARTUP the estimate only grows; a low early sample must not slow the ramp.
         if self.state is not BbrState.STARTUP or rate > self.pacing_rate:
             self.pacing_rate = rate

@@ -39,9 +39,10 @@ class RttEstimator:
         self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.smoothed_rtt - adjusted_rtt)
         self.smoothed_rtt = 0.875 * self.smoothed_rtt + 0.125 * adjusted_rtt
 
-    def loss_delay(self) -> float:
-        """RFC 9002 6.1.2: time after which an unacknowledged packet below an acked one is lost."""
-        return max(9 / 8 * max(self.latest_rtt, self.smoothed_rtt), TIMER_GRANULARITY)
+    def loss_delay(self, threshold: float = 9 / 8) -> float:
+        """RFC 9002 6.1.2: time after which an unacknowledged packet below an acked one is lost
+        (kTimeThreshold is 9/8; a sender that sees reordering may pass more)."""
+        return max(threshold * max(self.latest_rtt, self.smoothed_rtt), TIMER_GRANULARITY)
 
     def probe_timeout(self, backoff: int = 0) -> float:
         """RFC 9002 6.2.1: PTO = srtt + max(4 rttvar, granularity) + max_ack_delay, doubled per backoff."""

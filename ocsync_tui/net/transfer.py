@@ -45,6 +45,12 @@ from ocsync_tui.net.ranges import RangeSet
 from ocsync_tui.net.rtt import MAX_ACK_DELAY, RttEstimator
 
 PACKET_THRESHOLD = 3
+TIME_THRESHOLD = 9 / 8
+# RFC 9002 6.1 lets the thresholds adapt: each loss that an ack later proves was only reordering
+# widens them (up to these caps), as RACK (RFC 8985) widens its reordering window.
+MAX_PACKET_THRESHOLD = 1000
+MAX_TIME_THRESHOLD = 2.0
+DECLARED_LOST_REMEMBERED = 1024
 # Packet numbers this far from the largest received come from a restarted peer (starts are random
 # 62-bit numbers, so two incarnations land this close with probability 2**-21).
 PEER_RESTART_DISTANCE = 1 << 40
@@ -140,6 +146,10 @@ class TransferManager:
         self._sent: dict[int, tuple[Any, ...]] = {}
         self.bytes_in_flight = 0
         self._largest_acked = -1
+        self._packet_threshold = PACKET_THRESHOLD
+        self._time_threshold = TIME_THRESHOLD
+        # Packets declared lost -> (size, how far below the largest acked they were then).
+        self._declared_lost: dict[int, tuple[int, int]] = {}
         self._loss_time: float | None = None
         self._pto_count = 0
         self._last_ack_eliciting_time = 0.0
@@ -531,6 +541,8 @@ class TransferManager:
             self.frames_dropped += 1  # acknowledges what was never sent
             return
         self.peer_window = ack.window
+        if self._declared_lost:
+            self._find_spurious_losses(ranges)
         sent = self._sent
         if not sent:
             return
@@ -571,6 +583,21 @@ class TransferManager:
         for transfer_id in touched:
             self._after_ack(outgoing_map.get(transfer_id), now)
 
+    def _find_spurious_losses(self, ranges: tuple[frames.Range, ...]) -> None:
+        declared = self._declared_lost
+        lowest_reported = ranges[-1][0]
+        spurious_bytes = 0
+        for packet_number in list(declared):
+            if packet_number < lowest_reported:
+                del declared[packet_number]  # the peer no longer reports that far back
+            elif any(start <= packet_number < end for start, end in ranges):
+                size, distance = declared.pop(packet_number)
+                spurious_bytes += size
+                self._packet_threshold = min(max(self._packet_threshold, distance + 1), MAX_PACKET_THRESHOLD)
+                self._time_threshold = min(self._time_threshold + 1 / 8, MAX_TIME_THRESHOLD)
+        if spurious_bytes:
+            self.congestion.on_spurious_loss(spurious_bytes)
+
     def _after_ack(self, outgoing: _Outgoing | None, now: float) -> None:
         if outgoing is None:
             return
@@ -587,8 +614,8 @@ class TransferManager:
             )
 
     def _detect_losses(self, now: float) -> None:
-        loss_delay = self.rtt.loss_delay()
-        threshold = self._largest_acked - PACKET_THRESHOLD
+        loss_delay = self.rtt.loss_delay(self._time_threshold)
+        threshold = self._largest_acked - self._packet_threshold
         self._loss_time = None
         lost: list[int] = []
         for packet_number, record in self._sent.items():
@@ -604,10 +631,14 @@ class TransferManager:
         if not lost:
             return
         lost_bytes = 0
+        declared = self._declared_lost
         for packet_number in lost:
             record = self._sent.pop(packet_number)
             lost_bytes += record[SIZE]
+            declared[packet_number] = (record[SIZE], self._largest_acked - packet_number)
             self._resend_later(record, now)
+        while len(declared) > DECLARED_LOST_REMEMBERED:
+            del declared[next(iter(declared))]
         self.bytes_in_flight -= lost_bytes
         self.congestion.on_packets_lost(lost_bytes)
 
