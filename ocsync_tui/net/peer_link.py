@@ -2,11 +2,20 @@
 secure channel (one per device) and the per-peer cores.
 
 Payloads the channel decrypts from the peer are frames (frames.py). The link hands each to the core
-it belongs to, by its type byte: transfers (`TransferManager`) take the rest.
-Going out, the link asks the cores for frames no larger than the path allows (the datagram size
-minus the channel's `TRANSPORT_OVERHEAD`) and seals each through `SecureChannel.seal`, so the driver
-gets ready-to-send datagrams. With no usable session it pulls nothing: the cores' frames wait, and a
-handshake is started instead, so nothing is lost before the session exists.
+it belongs to, by its type byte: Ping/Pong to liveness (`KeepaliveCore`), PmtuProbe/PmtuProbeAck to
+path MTU discovery (`PathMtuProber`), the rest to transfers (`TransferManager`); any authenticated
+frame is a sign of life. Going out, it collects the cores' frames — transfer frames no larger than the
+confirmed path MTU minus the channel's `TRANSPORT_OVERHEAD` — and seals each through
+`SecureChannel.seal`, so the driver gets ready-to-send datagrams.
+
+Without a usable session the link pulls no transfer frames (they wait; nothing is lost before the
+session exists) and starts a handshake when anything is waiting. Keepalives keep going every
+`keepalive_interval` whatever happens, so an idle peer's NAT mapping stays open and a dead one is
+noticed (PeerDown) and retried.
+
+Path MTU: probing starts when a session is established, from the local route's limit (capped by
+`max_datagram_size`) down, and again when the peer's address changes. The transfer core's congestion
+controller counts windows in datagrams of the size it is told, so the link tells it each new size.
 
 Driven like every core: `receive_payload(payload, now)`, `datagrams_to_send(channel, now)`,
 `get_timer()` / `handle_timer(now)`, `next_event()`; plus the driver's notices about the session
@@ -21,20 +30,29 @@ from pathlib import Path
 from typing import Any
 
 from ocsync_tui.net.blob_source import BlobSource
+from ocsync_tui.net.events import PathMtuChanged
+from ocsync_tui.net.frames import FrameType
+from ocsync_tui.net.keepalive import DEFAULT_INTERVAL, DEFAULT_MISSES_ALLOWED, KeepaliveCore
 from ocsync_tui.net.partial_store import PartialStore
+from ocsync_tui.net.pmtu import BASE_PLPMTU, PathMtuProber
 from ocsync_tui.net.secure_channel import TRANSPORT_OVERHEAD, SecureChannel
 from ocsync_tui.net.transfer import DEFAULT_RECEIVE_BUFFER, TransferManager
-from ocsync_tui.net.udp_socket import Address
+from ocsync_tui.net.udp_socket import Address, max_payload_towards
 
-# What every IPv4 and IPv6 path carries (QUIC's minimum): the size before any probing.
-BASE_DATAGRAM_SIZE = 1200
+_LIVENESS_FRAMES = frozenset((FrameType.PING, FrameType.PONG))
+_PMTU_FRAMES = frozenset((FrameType.PMTU_PROBE, FrameType.PMTU_PROBE_ACK))
+# Keepalive frames kept while there is no session; more would only say the same thing again.
+_HELD_FRAMES_LIMIT = 4
 
 
 @dataclass(frozen=True)
 class PeerLinkSettings:
     receive_buffer: int = DEFAULT_RECEIVE_BUFFER
-    # The datagram size used until path MTU probing confirms a larger one.
-    datagram_size: int = BASE_DATAGRAM_SIZE
+    # Probing goes no higher: past ~16 KB, bigger datagrams barely cut per-datagram work, while every
+    # loss costs more to repeat.
+    max_datagram_size: int = 16384
+    keepalive_interval: float = DEFAULT_INTERVAL
+    keepalive_misses: int = DEFAULT_MISSES_ALLOWED
 
 
 class PeerLink:
@@ -42,14 +60,15 @@ class PeerLink:
         self.public_key = public_key
         self.settings = settings
         self.transfers = TransferManager(
-            public_key,
-            PartialStore(state_dir),
-            receive_buffer=settings.receive_buffer,
-            max_datagram_size=settings.datagram_size,
+            public_key, PartialStore(state_dir), receive_buffer=settings.receive_buffer, max_datagram_size=BASE_PLPMTU
         )
-        self.datagram_size = settings.datagram_size
+        self.keepalive = KeepaliveCore(
+            public_key, now, interval=settings.keepalive_interval, misses_allowed=settings.keepalive_misses
+        )
+        self.pmtu: PathMtuProber | None = None
         self.endpoint: Address | None = None
         self._session_up = False
+        self._held: deque[bytes] = deque(maxlen=_HELD_FRAMES_LIMIT)
         self._events: deque[Any] = deque()
 
     # --- transfer commands ----------------------------------------------------------------------
@@ -74,50 +93,102 @@ class PeerLink:
 
     def on_session_established(self, endpoint: Address, now: float) -> None:
         self._session_up = True
-        self.endpoint = endpoint
+        self._start_path_probing(endpoint, now)
 
     def on_session_lost(self, now: float) -> None:
         self._session_up = False
 
     def on_path_changed(self, endpoint: Address, now: float) -> None:
+        self._start_path_probing(endpoint, now)
+
+    def _start_path_probing(self, endpoint: Address, now: float) -> None:
+        if endpoint == self.endpoint and self.pmtu is not None:
+            return
         self.endpoint = endpoint
+        local_max = min(max_payload_towards(endpoint), self.settings.max_datagram_size)
+        if local_max < BASE_PLPMTU:
+            self.pmtu = None
+            return
+        previous = self.pmtu.max_datagram_size if self.pmtu is not None else BASE_PLPMTU
+        self.pmtu = PathMtuProber(self.public_key, now, local_max=local_max, overhead=TRANSPORT_OVERHEAD)
+        if previous != BASE_PLPMTU:
+            # A new path starts from the size every path carries until probing says more.
+            self._use_datagram_size(BASE_PLPMTU)
+            self._events.append(PathMtuChanged(self.public_key, BASE_PLPMTU))
+
+    def _use_datagram_size(self, size: int) -> None:
+        self.transfers.congestion.max_datagram_size = size
 
     # --- the sans-I/O interface -------------------------------------------------------------------
 
     def receive_payload(self, payload: bytes, now: float) -> None:
         self._session_up = True
-        self.transfers.receive_frame(payload, now)
+        self.keepalive.note_received(now)
+        kind = payload[1] if len(payload) > 1 else -1
+        if kind in _LIVENESS_FRAMES:
+            self.keepalive.receive_frame(payload, now)
+        elif kind in _PMTU_FRAMES:
+            if self.pmtu is not None:
+                self.pmtu.receive_frame(payload, now)
+        else:
+            self.transfers.receive_frame(payload, now)
 
     def datagrams_to_send(self, channel: SecureChannel, now: float) -> list[tuple[bytes, Address]]:
         public_key = self.public_key
+        self._held.extend(self.keepalive.frames_to_send(now))
         if not channel.has_session(public_key, now):
             self._session_up = False
-            if self.transfers.get_timer() is not None:
+            if self._held or self.transfers.get_timer() is not None:
                 # Work is waiting: (re)start the handshake; the channel retries and paces attempts itself.
                 channel.connect(public_key, now)
             return []
         self._session_up = True
-        frame_size = self.datagram_size - TRANSPORT_OVERHEAD
+        frames = list(self._held)
+        self._held.clear()
+        pmtu = self.pmtu
+        if pmtu is not None:
+            frames.extend(pmtu.frames_to_send(now))
+            frame_size = pmtu.max_frame_size
+        else:
+            frame_size = BASE_PLPMTU - TRANSPORT_OVERHEAD
+        frames.extend(self.transfers.frames_to_send(now, frame_size))
         seal = channel.seal
         datagrams = []
-        for frame in self.transfers.frames_to_send(now, frame_size):
+        for frame in frames:
             sealed = seal(public_key, frame, now)
             if sealed is None:
-                # The session ended between the check and now; the transfer core resends what was lost.
+                # The session ended between the check and now; the cores resend what matters.
                 break
             datagrams.append(sealed)
+        self._collect_pmtu_events()
         return datagrams
 
+    def _collect_pmtu_events(self) -> None:
+        if self.pmtu is None:
+            return
+        while (event := self.pmtu.next_event()) is not None:
+            self._use_datagram_size(event.max_datagram_size)
+            self._events.append(event)
+
     def get_timer(self) -> float | None:
-        # Without a session the cores' send timers would fire with nothing able to go: wait for it.
-        if not self._session_up:
-            return None
-        return self.transfers.get_timer()
+        timers = [self.keepalive.get_timer()]
+        # Without a session the other cores' send timers would fire with nothing able to go.
+        if self._session_up:
+            timers.append(self.transfers.get_timer())
+            if self.pmtu is not None:
+                timers.append(self.pmtu.get_timer())
+        return min((timer for timer in timers if timer is not None), default=None)
 
     def handle_timer(self, now: float) -> None:
-        self.transfers.handle_timer(now)
+        self.keepalive.handle_timer(now)
+        if self._session_up:
+            self.transfers.handle_timer(now)
+            if self.pmtu is not None:
+                self.pmtu.handle_timer(now)
+                self._collect_pmtu_events()
 
     def next_event(self) -> Any:
         if self._events:
             return self._events.popleft()
-        return self.transfers.next_event()
+        event = self.keepalive.next_event()
+        return event if event is not None else self.transfers.next_event()
