@@ -11,7 +11,10 @@ import trio
 
 from ocsync_tui.net.endpoint import Endpoint
 from ocsync_tui.net.events import (
+    PathMtuChanged,
+    PeerDown,
     PeerEndpointChanged,
+    PeerUp,
     SessionEstablished,
     TransferCompleted,
     TransferFailed,
@@ -20,6 +23,7 @@ from ocsync_tui.net.events import (
 )
 from ocsync_tui.net.lossy_link import Impairments, LossyLink
 from ocsync_tui.net.partial_store import PartialStore
+from ocsync_tui.net.peer_link import PeerLinkSettings
 from ocsync_tui.net.udp_socket import open_udp_socket
 
 
@@ -30,8 +34,12 @@ def signing_key(number: int) -> nacl.signing.SigningKey:
 class Peer:
     """An endpoint in this trio run, with every event it emitted kept for the test to look at."""
 
-    def __init__(self, number: int, state_dir: Path, *, accept_offers: bool = True) -> None:
-        self.endpoint = Endpoint(signing_key(number), state_dir=state_dir, host="127.0.0.1", port=0)
+    def __init__(
+        self, number: int, state_dir: Path, *, accept_offers: bool = True, settings: PeerLinkSettings | None = None
+    ) -> None:
+        self.endpoint = Endpoint(
+            signing_key(number), state_dir=state_dir, host="127.0.0.1", port=0, link_settings=settings
+        )
         self.public_key = self.endpoint.public_key
         self.events: list[object] = []
         self.accept_offers = accept_offers
@@ -84,6 +92,8 @@ async def test_a_blob_goes_across_loopback_and_arrives_verified(tmp_path: Path) 
         assert Path(completed.path).read_bytes() == blob
         assert completed.sha256 == hashlib.sha256(blob).digest()
         assert [event.public_key for event in taker.of(SessionEstablished)] == [giver.public_key]
+        # Loopback carries large datagrams: probing found the cap.
+        assert PathMtuChanged(taker.public_key, PeerLinkSettings().max_datagram_size) in giver.of(PathMtuChanged)
         nursery.cancel_scope.cancel()
 
 
@@ -222,4 +232,24 @@ async def test_garbage_replays_forgeries_and_strangers_are_dropped_and_the_sessi
         assert not [event for event in taker.of(PeerEndpointChanged) if event.endpoint != link.far_facing_address]
         assert not stranger.of(SessionEstablished) and not confused.of(SessionEstablished)
         assert not [event for event in taker.of(UnknownDeviceAttempt) if event.public_key == confused.public_key]
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_keepalives_report_a_peer_up_then_down_when_it_goes_silent(tmp_path: Path) -> None:
+    settings = PeerLinkSettings(keepalive_interval=0.1, keepalive_misses=2)
+    async with trio.open_nursery() as nursery:
+        watcher = Peer(1, tmp_path / "watcher", settings=settings)
+        await watcher.start(nursery)
+        async with trio.open_nursery() as doomed_nursery:
+            doomed = Peer(2, tmp_path / "doomed", settings=settings)
+            await doomed.start(doomed_nursery)
+            doomed.endpoint.add_peer(watcher.public_key, watcher.address)
+            watcher.endpoint.add_peer(doomed.public_key, doomed.address)
+            await watcher.wait_for(PeerUp, timeout=10)
+            await doomed.wait_for(PeerUp, timeout=10)
+            assert not watcher.of(PeerDown)
+            doomed_nursery.cancel_scope.cancel()
+        down = await watcher.wait_for(PeerDown, timeout=10)
+        assert down.public_key == doomed.public_key and down.silent_for >= 0.2
         nursery.cancel_scope.cancel()
