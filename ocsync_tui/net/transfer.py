@@ -17,8 +17,13 @@ Protocol (frames in ocsync_tui/net/frames.py):
 - Every frame except Ack carries a fresh packet number. Acks are selective (the newest ranges of
   received numbers), sent every ACK_EVERY ack-eliciting frames, at once on reordering, or after at
   most MAX_ACK_DELAY, and carry the taker's receive window. Loss detection follows RFC 9002 (packet
-  threshold 3, time threshold 9/8 RTT, PTO with exponential backoff); what a lost frame carried is
-  sent again under a new number. Congestion control and pacing: congestion.BbrController.
+  threshold 3, time threshold 9/8 RTT, both widened when an ack proves a "loss" was reordering; PTO
+  with exponential backoff, capped at MAX_PROBE_INTERVAL); what a lost frame carried is sent again
+  under a new number. Congestion control and pacing: congestion.BbrController.
+- The taker's receive window is the room left in its write buffer: Data arriving while the partial
+  file is not `ready` (a slow disk) is buffered, and beyond the buffer dropped unacknowledged.
+- Packet numbers start at a random 62-bit value, so a peer that restarted is recognised and its new
+  numbers are not taken for duplicates of the old ones.
 - Recovery without state: a taker that does not know a transfer (it restarted) answers its Data with
   UnknownTransfer, and the giver offers again; a giver whose data is all acknowledged but that hears no
   Done offers again after a patience that doubles each time; a taker answers a repeated Offer with
