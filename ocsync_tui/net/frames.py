@@ -290,7 +290,7 @@ def decode(data: bytes) -> Frame:
     try:
         return decoder(data)
     except struct.error as error:
-        raise FrameError(f"truncated frame of type {frame_type}") from error
+        raise FrameError(f"frame of type {frame_type} is truncated or too long") from error
 
 
 def _decode_data(data: bytes) -> Data:

@@ -91,7 +91,7 @@ def test_mutated_frames_decode_or_raise_frame_error(frame, data):
         (bytes([frames.FRAME_VERSION, 200]), "unknown frame type"),
         (frames.encode_done(1, 2)[:-1], "truncated"),
         (frames.encode_data_header(1, 2, 3), "without payload"),
-        (frames.encode_done(1, 2) + b"x", "truncated"),
+        (frames.encode_done(1, 2) + b"x", "too long"),
     ],
 )
 def test_bad_frames_say_what_is_wrong(data, message):

@@ -184,30 +184,38 @@ def test_giver_restart_resumes_when_the_engine_offers_again(tmp_path):
 
 
 class SlowPartialFile(PartialFile):
-    """A disk that takes `rate` bytes per second: it refuses writes until the previous ones are done."""
+    """A disk that takes RATE bytes per second: it refuses writes until the previous ones are done."""
 
-    rate = 200_000.0
+    RATE = 200_000.0
+
+    def __init__(self, clock, *args):
+        super().__init__(*args)
+        self.clock = clock
+        self.busy_until = 0.0
 
     def ready(self, now):
-        return now >= getattr(self, "busy_until", 0.0)
+        return now >= self.busy_until
 
     def write(self, offset, data):
-        self.busy_until = max(getattr(self, "busy_until", 0.0), self.clock.now) + len(data) / self.rate
+        self.busy_until = max(self.busy_until, self.clock.now) + len(data) / self.RATE
         return super().write(offset, data)
+
+
+class SlowStore(PartialStore):
+    def __init__(self, directory, clock):
+        super().__init__(directory)
+        self.clock = clock
+
+    def open(self, peer, sha256, size):
+        paths = (self._path(peer, sha256, suffix) for suffix in (".part", ".bitmap", ".blob"))
+        return SlowPartialFile(self.clock, *paths, sha256, size)
 
 
 def test_slow_disk_shrinks_the_window_and_is_never_flooded(tmp_path):
     pair = Pair(tmp_path, LinkConditions(delay=0.01))
     taker = pair.taker.core.core
     taker.receive_buffer = 50_000
-    SlowPartialFile.clock = pair.network.clock
-
-    class SlowStore(PartialStore):
-        def open(self, peer, sha256, size):
-            return SlowPartialFile(self._path(peer, sha256, ".part"), self._path(peer, sha256, ".bitmap"),
-                                   self._path(peer, sha256, ".blob"), sha256, size)
-
-    taker.store = SlowStore(tmp_path / "slow")
+    taker.store = SlowStore(tmp_path / "slow", pair.network.clock)
     peak = []
     original = taker._on_data
 
@@ -222,7 +230,7 @@ def test_slow_disk_shrinks_the_window_and_is_never_flooded(tmp_path):
     run_transfer(pair, data)
     assert Path(pair.completed(pair.taker)[0].path).read_bytes() == data
     assert max(peak) <= 50_000, "the receive buffer bound holds"
-    assert pair.network.now - start >= len(data) / SlowPartialFile.rate * 0.95, "paced by the disk"
+    assert pair.network.now - start >= len(data) / SlowPartialFile.RATE * 0.95, "paced by the disk"
     windows = [frames.decode(d.data[:-4]).window for d in pair.taker.sent if d.data[1] == frames.FrameType.ACK]
     assert min(windows) < 25_000, "the advertised window shrank while the disk lagged"
     loss_ratio = pair.giver.core.core.data_bytes_sent / len(data)
