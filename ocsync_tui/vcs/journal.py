@@ -17,6 +17,7 @@ from ocsync_tui.vcs.checkout import CheckoutResult, checkout_changes, flatten_tr
 from ocsync_tui.vcs.committer import refresh_after_checkout
 from ocsync_tui.vcs.disk_naming import DiskNaming, probe_disk_naming
 from ocsync_tui.vcs.folder import FolderRepo
+from ocsync_tui.vcs.pack import fsync_directory
 from ocsync_tui.vcs.relocation import RelocationNamer
 
 JOURNAL_NAME = "ocsync-journal"
@@ -36,14 +37,6 @@ class ApplyJournal:
 
 def journal_path(folder: FolderRepo) -> Path:
     return Path(folder.git_dir) / JOURNAL_NAME
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _path_text(path: bytes) -> str:
@@ -66,7 +59,7 @@ def write_journal(folder: FolderRepo, journal: ApplyJournal) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temp, target)
-    _fsync_directory(target.parent)
+    fsync_directory(target.parent)
 
 
 def read_journal(folder: FolderRepo) -> ApplyJournal | None:
@@ -92,7 +85,7 @@ def read_journal(folder: FolderRepo) -> ApplyJournal | None:
 def delete_journal(folder: FolderRepo) -> None:
     target = journal_path(folder)
     target.unlink(missing_ok=True)
-    _fsync_directory(target.parent)
+    fsync_directory(target.parent)
 
 
 def _shown(commit_id: bytes | None) -> str:
