@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dulwich.object_store import BaseObjectStore
+from dulwich.objects import Blob
 
 from ocsync_tui.errors import OcsyncError
 from ocsync_tui.vcs.disk_naming import CASE_SENSITIVE, DiskNaming
+from ocsync_tui.vcs.pack import object_id
 
 FILE_MODE = 0o100644
 EXECUTABLE_MODE = 0o100755
@@ -67,10 +69,6 @@ class CheckoutResult:
     settled: list[bytes] = field(default_factory=list)
     kept_local: list[bytes] = field(default_factory=list)
     relocated: dict[bytes, bytes] = field(default_factory=dict)
-
-
-def blob_sha(data: bytes) -> bytes:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest().encode("ascii")
 
 
 def temp_name(name: bytes) -> bytes:
@@ -191,7 +189,7 @@ class FolderFiles:
         except FileNotFoundError:
             return None
         if stat.S_ISLNK(info.st_mode):
-            return TreeFile(SYMLINK_MODE, blob_sha(os.readlink(name, dir_fd=dir_fd)))
+            return TreeFile(SYMLINK_MODE, object_id(Blob.type_num, os.readlink(name, dir_fd=dir_fd)))
         if stat.S_ISDIR(info.st_mode) and _is_empty_directory(name, dir_fd):
             return None  # holds nothing of the user's; write() replaces it
         if not stat.S_ISREG(info.st_mode):
