@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dulwich.object_store import BaseObjectStore
-from dulwich.objects import Blob
+from dulwich.objects import Blob, object_header
 
 from ocsync_tui.errors import OcsyncError
 from ocsync_tui.vcs.disk_naming import CASE_SENSITIVE, DiskNaming
@@ -198,7 +198,7 @@ class FolderFiles:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
         with os.fdopen(fd, "rb") as handle:
             expected_size = os.fstat(handle.fileno()).st_size
-            hasher = hashlib.sha1(b"blob %d\0" % expected_size)
+            hasher = hashlib.sha1(object_header(Blob.type_num, expected_size))
             size = 0
             while chunk := handle.read(_READ_CHUNK):
                 hasher.update(chunk)
