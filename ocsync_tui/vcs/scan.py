@@ -294,12 +294,8 @@ def _read_regular(path: bytes) -> ReadFile | str:
     data = b"".join(chunks) if len(chunks) != 1 else chunks[0]
     if len(data) != before.st_size or not _same_version(before, after):
         return _BEING_WRITTEN
-    try:
-        now = os.lstat(path)
-    except FileNotFoundError:
-        return "vanished during the scan"
-    if not _same_version(before, now):
-        return _BEING_WRITTEN  # replaced by rename while we read the old one
+    # A file renamed over this one meanwhile is not a torn read: what we read is whole, and the stat we
+    # record names its inode, so the next scan reads the new one.
     return ReadFile(git_mode, data, stat_bytes(before, git_mode))
 
 
