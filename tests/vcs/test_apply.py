@@ -230,3 +230,22 @@ def test_cli_bundle_create_and_apply(tmp_path):
     assert refused.stderr.startswith("ocsync: ") and refused.stderr.count("\n") == 1
     assert "Traceback" not in refused.stderr
     git_fsck_strict(bob_dir)
+
+
+def test_a_file_added_and_deleted_again_since_the_last_exchange(tmp_path):
+    """A new commit's root tree is the prerequisite's again, as after any short-lived file."""
+    alice, bob = synced_pair(tmp_path, {f"file{n:02d}.txt": b"%d\n" % n for n in range(30)})
+    alice.write("scratch.tmp", b"short-lived\n")
+    alice.commit()
+    alice.delete("scratch.tmp")
+    alice.commit()
+    alice.write("kept.txt", b"kept\n")
+    alice.commit()
+    bundle = alice.bundle_for(bob, tmp_path / "a.bundle")
+    check = tmp_path / "git-check.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(bob.root), str(check)], check=True)
+    fetched = subprocess.run(["git", "-C", str(check), "fetch", "-q", str(bundle), "main"], capture_output=True, text=True)
+    assert fetched.returncode == 0, f"git cannot fetch the bundle: {fetched.stderr}"
+    bob.apply(bundle, alice)
+    assert bob.head() == alice.head() and bob.files() == alice.files()
+    git_fsck_strict(bob.root)
