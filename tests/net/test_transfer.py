@@ -5,6 +5,8 @@ import random
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ocsync_tui.net import events, frames
 from ocsync_tui.net.blob_source import BytesBlobSource, FileBlobSource
@@ -364,3 +366,53 @@ def test_reordering_widens_the_loss_thresholds_instead_of_collapsing_the_rate(tm
         giver = pair.giver.core.core
     assert giver._packet_threshold > 3
     assert rates[0.001] >= 0.7 * rates[0.0], rates
+
+
+small_ids = st.integers(0, 3)
+hostile_frames = st.one_of(
+    st.builds(frames.Data, st.integers(0, 50), small_ids, st.integers(0, 6000), st.binary(min_size=1, max_size=300)),
+    st.builds(
+        frames.Ack, st.floats(0, 1), st.integers(0, 1 << 64 - 1),
+        st.lists(st.integers(0, 60), min_size=2, max_size=8, unique=True).map(
+            lambda bounds: tuple(
+                (low, high) for high, low in zip(*[iter(sorted(bounds, reverse=True))] * 2) if low < high
+            )
+        ).filter(bool),
+    ),
+    st.builds(frames.Offer, st.integers(0, 50), small_ids, st.integers(0, 6000), st.sampled_from([bytes(32), b"\x01" * 32]),
+              st.just("n"), st.just("k"), st.just(b"")),
+    st.builds(frames.Accept, st.integers(0, 50), small_ids,
+              st.lists(st.integers(0, 7000), max_size=6, unique=True).map(
+                  lambda bounds: tuple(zip(*[iter(sorted(bounds))] * 2))
+              ).filter(lambda pairs: all(a < b for a, b in pairs) and all(
+                  b1 < a2 for (_, b1), (a2, _) in zip(pairs, pairs[1:])))),
+    st.builds(frames.Cancel, st.integers(0, 50), small_ids, st.booleans(), st.sampled_from(frames.CancelCode), st.just("x")),
+    st.builds(frames.Done, st.integers(0, 50), small_ids),
+    st.builds(frames.UnknownTransfer, small_ids),
+    st.binary(max_size=40),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(hostile_frames, max_size=40))
+def test_any_frame_sequence_from_a_peer_never_crashes_the_core(tmp_path_factory, sequence):
+    """A buggy or hostile (but authenticated) peer can waste our time, never crash us or make us
+    write outside the transfer directory."""
+    directory = tmp_path_factory.mktemp("hostile")
+    ids = iter(range(1, 1000))
+    manager = TransferManager(b"P" * 32, PartialStore(directory / "store"),
+                              random_bytes=lambda n: next(ids).to_bytes(n, "big"))
+    manager.offer(BytesBlobSource(blob(5000)), 0.0)
+    now = 0.0
+    for item in sequence:
+        now += 0.01
+        manager.receive_frame(item if isinstance(item, bytes) else frames.encode(item), now)
+        while (event := manager.next_event()) is not None:
+            if isinstance(event, events.TransferOffered):
+                manager.accept(event.transfer_id, now)
+        timer = manager.get_timer()
+        if timer is not None and timer <= now:
+            manager.handle_timer(now)
+        manager.frames_to_send(now, 1200)
+    manager.close()
+    assert {path.parent for path in directory.rglob("*") if path.is_file()} <= {directory / "store"}
