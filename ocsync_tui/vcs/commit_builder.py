@@ -6,13 +6,15 @@ re-serialised and hashed. Every new tree version is stored as a delta against an
 same directory in the same pack, chosen skip-delta style (version i against i minus 16^k, k the position
 of the lowest non-zero hex digit of i), so a chain stays at most 45 deep while a delta spans few entries;
 a flat folder of 10,000 files then stores kilobytes of tree deltas instead of gigabytes of trees.
+Against the previous version the builder knows the one entry that changed, so it writes that delta
+(copy, insert, copy) directly instead of searching for it.
 """
 
 import bisect
 import hashlib
 from collections.abc import Callable
 
-from ocsync_tui.vcs.delta import create_delta
+from ocsync_tui.vcs.delta import _emit_copy, _emit_insert, _size_varint, create_delta
 from ocsync_tui.vcs.pack import PackEntry
 from ocsync_tui.vcs.paths import DIRECTORY_MODE
 
@@ -53,20 +55,51 @@ def _entry(mode: int, name: bytes, sha: bytes) -> bytes:
     return b"%o %s\0%s" % (mode, name, sha)
 
 
-class _Directory:
-    __slots__ = ("keys", "chunks", "subdirs", "dirty", "sha", "versions")
+_SEVERAL = (-1, 0, b"")  # more than one change since the last version written: no single splice
 
-    def __init__(self, keys: list[bytes], chunks: list[bytes], sha: bytes | None) -> None:
+
+class _Directory:
+    __slots__ = ("keys", "chunks", "subdirs", "dirty", "sha", "versions", "size", "splice")
+
+    def __init__(self, keys: list[bytes], chunks: list[bytes], sha: bytes | None, size: int) -> None:
         self.keys = keys
         self.chunks = chunks
         self.subdirs: dict[bytes, _Directory] = {}
         self.dirty: set[bytes] = set()
         self.sha = sha  # binary id of the current content; None while it has unsaved changes
         self.versions: list[tuple[bytes, bytes]] = []  # (binary id, raw) written to the current pack
+        self.size = size  # length of the serialised tree
+        # (offset, bytes removed, bytes inserted) turning the last version written into the current one
+        self.splice: tuple[int, int, bytes] | None = None
 
     def find(self, key: bytes) -> int | None:
         index = bisect.bisect_left(self.keys, key)
         return index if index < len(self.keys) and self.keys[index] == key else None
+
+    def insert(self, index: int, key: bytes, chunk: bytes) -> None:
+        self._note(index, 0, chunk)
+        self.keys.insert(index, key)
+        self.chunks.insert(index, chunk)
+
+    def replace(self, index: int, chunk: bytes) -> None:
+        self._note(index, len(self.chunks[index]), chunk)
+        self.chunks[index] = chunk
+
+    def delete(self, index: int) -> None:
+        self._note(index, len(self.chunks[index]), b"")
+        del self.keys[index], self.chunks[index]
+
+    def _note(self, index: int, removed: int, inserted: bytes) -> None:
+        if self.splice is None:
+            # Sum the shorter side: appends in path order stay cheap in a directory of 10,000 files.
+            if index <= len(self.chunks) - index:
+                offset = sum(map(len, self.chunks[:index]))
+            else:
+                offset = self.size - sum(map(len, self.chunks[index:]))
+            self.splice = (offset, removed, inserted)
+        else:
+            self.splice = _SEVERAL
+        self.size += len(inserted) - removed
 
 
 class TreeBuilder:
@@ -75,14 +108,15 @@ class TreeBuilder:
     def __init__(self, read_tree: Callable[[bytes], bytes], root_tree: bytes | None) -> None:
         """read_tree(binary id) returns a tree's raw content; root_tree is the binary id to start from."""
         self._read_tree = read_tree
-        self._root = self._load(root_tree) if root_tree else _Directory([], [], None)
+        self._root = self._load(root_tree) if root_tree else _Directory([], [], None, 0)
         self._versioned: list[_Directory] = []
         self.entries: list[PackEntry] = []
         self.pending_bytes = 0
 
     def _load(self, sha: bytes) -> _Directory:
-        keys, chunks = parse_tree_entries(self._read_tree(sha))
-        return _Directory(keys, chunks, sha)
+        raw = self._read_tree(sha)
+        keys, chunks = parse_tree_entries(raw)
+        return _Directory(keys, chunks, sha, len(raw))
 
     def _subdir(self, directory: _Directory, name: bytes, where: bytes, create: bool) -> _Directory | None:
         child = directory.subdirs.get(name)
@@ -94,7 +128,7 @@ class TreeBuilder:
                 raise PathConflict(where + name)
             if not create:
                 return None
-            child = _Directory([], [], None)
+            child = _Directory([], [], None, 0)
         else:
             child = self._load(directory.chunks[index][-20:])
         directory.subdirs[name] = child
@@ -130,10 +164,9 @@ class TreeBuilder:
         chunk = _entry(mode, name, blob)
         index = bisect.bisect_left(leaf.keys, name)
         if index < len(leaf.keys) and leaf.keys[index] == name:
-            leaf.chunks[index] = chunk
+            leaf.replace(index, chunk)
         else:
-            leaf.keys.insert(index, name)
-            leaf.chunks.insert(index, chunk)
+            leaf.insert(index, name, chunk)
         self._mark_dirty(chain[:-1])
         leaf.sha = None
 
@@ -149,7 +182,7 @@ class TreeBuilder:
         index = leaf.find(name)
         if index is None:
             return
-        del leaf.keys[index], leaf.chunks[index]
+        leaf.delete(index)
         self._mark_dirty(chain[:-1])
         leaf.sha = None
 
@@ -184,14 +217,13 @@ class TreeBuilder:
             if child_sha is None:
                 del directory.subdirs[name]
                 if exists:
-                    del directory.keys[index], directory.chunks[index]
+                    directory.delete(index)
                 continue
             chunk = _entry(DIRECTORY_MODE, name, child_sha)
             if exists:
-                directory.chunks[index] = chunk
+                directory.replace(index, chunk)
             else:
-                directory.keys.insert(index, key)
-                directory.chunks.insert(index, chunk)
+                directory.insert(index, key, chunk)
         directory.dirty.clear()
         if not directory.keys and not is_root:
             return None
@@ -206,6 +238,7 @@ class TreeBuilder:
             self._versioned.append(directory)
         number = len(versions) % _VERSIONS_PER_FULL
         versions.append((sha, raw))
+        splice, directory.splice = directory.splice, None
         hex_sha = sha.hex().encode("ascii")
         if number == 0:
             return PackEntry(hex_sha, TREE_TYPE, raw)
@@ -213,7 +246,10 @@ class TreeBuilder:
         while number % (step * _SKIP_BASE) == 0:
             step *= _SKIP_BASE
         base_sha, base_raw = versions[-1 - step]
-        delta = create_delta(base_raw, raw)
+        if step == 1 and splice is not None and splice is not _SEVERAL:
+            delta = _splice_delta(len(base_raw), *splice)
+        else:
+            delta = create_delta(base_raw, raw)
         if delta is None:
             return PackEntry(hex_sha, TREE_TYPE, raw)
         return PackEntry(hex_sha, TREE_TYPE, raw, base_sha.hex().encode("ascii"), delta)
@@ -225,6 +261,15 @@ class TreeBuilder:
             directory.versions = []
         self._versioned = []
         return entries
+
+
+def _splice_delta(base_size: int, offset: int, removed: int, inserted: bytes) -> bytes:
+    """The git delta of one splice: copy what precedes it, insert the new bytes, copy what follows."""
+    out = bytearray(_size_varint(base_size) + _size_varint(base_size - removed + len(inserted)))
+    _emit_copy(out, 0, offset)
+    _emit_insert(out, inserted)
+    _emit_copy(out, offset + removed, base_size - offset - removed)
+    return bytes(out)
 
 
 def commit_raw(tree: bytes, parents: list[bytes], identity: bytes, timestamp: int, message: bytes) -> bytes:
