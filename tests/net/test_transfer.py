@@ -379,14 +379,15 @@ hostile_frames = st.one_of(
             )
         ).filter(bool),
     ),
-    st.builds(frames.Offer, st.integers(0, 50), small_ids, st.integers(0, 6000), st.sampled_from([bytes(32), b"\x01" * 32]),
-              st.just("n"), st.just("k"), st.just(b"")),
+    st.builds(frames.Offer, st.integers(0, 50), small_ids, st.integers(0, 6000),
+              st.sampled_from([bytes(32), b"\x01" * 32]), st.just("n"), st.just("k"), st.just(b"")),
     st.builds(frames.Accept, st.integers(0, 50), small_ids,
               st.lists(st.integers(0, 7000), max_size=6, unique=True).map(
                   lambda bounds: tuple(zip(*[iter(sorted(bounds))] * 2))
               ).filter(lambda pairs: all(a < b for a, b in pairs) and all(
                   b1 < a2 for (_, b1), (a2, _) in zip(pairs, pairs[1:])))),
-    st.builds(frames.Cancel, st.integers(0, 50), small_ids, st.booleans(), st.sampled_from(frames.CancelCode), st.just("x")),
+    st.builds(frames.Cancel, st.integers(0, 50), small_ids, st.booleans(), st.sampled_from(frames.CancelCode),
+              st.just("x")),
     st.builds(frames.Done, st.integers(0, 50), small_ids),
     st.builds(frames.UnknownTransfer, small_ids),
     st.binary(max_size=40),
