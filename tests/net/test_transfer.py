@@ -417,3 +417,16 @@ def test_any_frame_sequence_from_a_peer_never_crashes_the_core(tmp_path_factory,
         manager.frames_to_send(now, 1200)
     manager.close()
     assert {path.parent for path in directory.rglob("*") if path.is_file()} <= {directory / "store"}
+
+
+def test_frame_size_shrinking_mid_transfer_recuts_what_was_lost(tmp_path):
+    """The path MTU drops from 8000 to 1200 with large frames in flight: they are lost, and their
+    bytes go again in frames that fit."""
+    pair = Pair(tmp_path, LinkConditions(delay=0.01, rate=5e6), max_frame_size=8000)
+    data = blob(2_000_000)
+    pair.giver.core.core.offer(BytesBlobSource(data), pair.network.now)
+    pair.network.run_until(lambda: pair.received_over(500_000), 30)
+    pair.network.tap = lambda datagram: len(datagram.data) <= 1200 + 4  # frame + CRC trailer
+    pair.giver.core.max_frame_size = pair.taker.core.max_frame_size = 1200
+    assert pair.network.run_until(lambda: pair.completed(pair.giver), 60)
+    assert Path(pair.completed(pair.taker)[0].path).read_bytes() == data
