@@ -430,3 +430,15 @@ def test_frame_size_shrinking_mid_transfer_recuts_what_was_lost(tmp_path):
     pair.giver.core.max_frame_size = pair.taker.core.max_frame_size = 1200
     assert pair.network.run_until(lambda: pair.completed(pair.giver), 60)
     assert Path(pair.completed(pair.taker)[0].path).read_bytes() == data
+
+
+def test_both_peers_give_at_once(tmp_path):
+    pair = Pair(tmp_path, LinkConditions(delay=0.01, loss=0.02, rate=3e6), seed=9)
+    there, back = blob(800_000, 1), blob(600_000, 2)
+    pair.giver.core.core.offer(BytesBlobSource(there), pair.network.now)
+    pair.taker.core.core.offer(BytesBlobSource(back), pair.network.now)
+    assert pair.network.run_until(lambda: len(pair.completed(pair.giver)) == len(pair.completed(pair.taker)) == 2, 60)
+    received_here = [e for e in pair.completed(pair.giver) if not e.outgoing]
+    received_there = [e for e in pair.completed(pair.taker) if not e.outgoing]
+    assert Path(received_here[0].path).read_bytes() == back
+    assert Path(received_there[0].path).read_bytes() == there
