@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable
 from pathlib import Path
 
-from dulwich.errors import NotGitRepository
+from dulwich.config import ConfigFile
 from dulwich.repo import Repo
 
 from ocsync_tui.errors import OcsyncError
@@ -63,15 +63,10 @@ def new_folder_id() -> str:
 def _ocsync_folder_id(git_dir: Path) -> str | None:
     """The folder ID in a repository's config, or None if ocsync did not make it."""
     try:
-        repo = Repo(str(git_dir.parent))
-    except (NotGitRepository, OSError, ValueError, KeyError):
+        config = ConfigFile.from_path(str(git_dir / "config"), expand_includes=False)
+        return config.get(_CONFIG_SECTION, _CONFIG_KEY).decode("utf-8")
+    except (OSError, ValueError, KeyError, UnicodeDecodeError):
         return None
-    try:
-        return repo.get_config().get(_CONFIG_SECTION, _CONFIG_KEY).decode("utf-8")
-    except KeyError:
-        return None
-    finally:
-        repo.close()
 
 
 def _read_marker(root: Path) -> str | None:
@@ -115,6 +110,8 @@ class FolderRepo:
         path = Path(root).resolve()
         if not path.is_dir():
             raise NotAFolderError(f"{path} is not a directory")
+        if (path / ".git").exists() and not (path / ".git").is_dir():
+            raise ForeignRepositoryError(f"{path / '.git'} is a git link file, not an ocsync repository")
         if not (path / ".git").is_dir():
             raise NotAFolderError(f"{path} is not an ocsync folder; make it one with `ocsync init {path}`")
         folder_id = _ocsync_folder_id(path / ".git")

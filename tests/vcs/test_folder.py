@@ -92,6 +92,11 @@ def test_open_explains_what_is_wrong(tmp_path, identity):
     plain.mkdir()
     with pytest.raises(NotAFolderError, match="ocsync init"):
         FolderRepo.open(plain)
+    worktree = tmp_path / "worktree"
+    worktree.mkdir()
+    (worktree / ".git").write_text("gitdir: /elsewhere/.git/worktrees/x\n")
+    with pytest.raises(ForeignRepositoryError, match="link file"):
+        init_folder(worktree, identity)
     root = tmp_path / "folder"
     init_folder(root, identity)
     (root / MARKER_NAME).write_text("folder-id: aaaa-bbbb-cccc-dddd\n")
