@@ -482,3 +482,25 @@ def test_a_commit_racing_a_writer_thread_never_commits_a_torn_file(folder_root, 
     commit_pending(folder, identity)
     assert head_files(folder_root)["busy.bin"] == target.read_bytes()
     git_fsck_strict(folder_root)
+
+
+def test_an_unreadable_directory_never_turns_into_deletions(folder_root, identity, monkeypatch):
+    for index in range(5):
+        write(folder_root, f"locked/f{index}.txt", f"{index}\n")
+    write(folder_root, "locked/deeper/g.txt", "below the unreadable directory\n")
+    write(folder_root, "open.txt", "open\n")
+    init_folder(folder_root, identity)
+    real_scandir = os.scandir
+
+    def scandir_refusing_locked(path):
+        if os.fsencode(path).endswith(b"/locked"):
+            raise PermissionError(13, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir_refusing_locked)
+    write(folder_root, "open.txt", "open, edited\n")
+    report = commit_pending(FolderRepo.open(folder_root), identity)
+    assert [(r.action, r.path) for r in report.committed] == [("modify", "open.txt")]
+    assert ("locked", "cannot be read (Permission denied)") in report.skipped
+    assert len(head_files(folder_root)) == 7
+    git_fsck_strict(folder_root)
