@@ -10,7 +10,7 @@ from dulwich.object_store import BaseObjectStore, tree_lookup_path
 from dulwich.walk import Walker
 
 from ocsync_tui.vcs.checkout import TreeFile
-from ocsync_tui.vcs.conflict_names import conflict_copy_names
+from ocsync_tui.vcs.conflict_names import conflict_copy_names, conflict_copy_origin
 
 
 def _committer_device(committer: bytes) -> str:
@@ -44,5 +44,8 @@ class RelocationNamer:
             content_id = tree_lookup_path(self._store.__getitem__, self._store[self._head].tree, moved)[1]
         else:
             content_id = self._files[path].sha
-        for candidate in conflict_copy_names(moved.decode("utf-8", "surrogateescape"), when, device_id, content_id):
+        moved_text = moved.decode("utf-8", "surrogateescape")
+        # A conflict copy that must move again is named after its original, never a copy of a copy.
+        origin = conflict_copy_origin(moved_text) or moved_text
+        for candidate in conflict_copy_names(origin, when, device_id, content_id):
             yield b"/".join([candidate.encode("utf-8", "surrogateescape"), *below])

@@ -10,6 +10,7 @@ from ocsync_tui.identity import DeviceIdentity, load_or_create_identity, rename_
 from ocsync_tui.vcs.apply import ApplyReport, apply_bundle
 from ocsync_tui.vcs.bundle import create_bundle
 from ocsync_tui.vcs.committer import commit_pending
+from ocsync_tui.vcs.disk_naming import DiskNaming
 from ocsync_tui.vcs.folder import FolderRepo, init_folder
 from ocsync_tui.vcs.writer import folder_writer
 
@@ -19,6 +20,7 @@ class Device:
     name: str
     identity: DeviceIdentity
     root: Path
+    disk_naming: DiskNaming | None = None  # what apply assumes of the disk; None: probe it
 
     @property
     def folder(self) -> FolderRepo:
@@ -50,6 +52,7 @@ class Device:
         return out
 
     def apply(self, bundle: Path, sender: "Device", **kwargs) -> ApplyReport:
+        kwargs.setdefault("disk_naming", self.disk_naming)
         with folder_writer(self.root) as folder:
             return apply_bundle(folder, self.identity, bundle, peer_name=sender.name, **kwargs)
 
@@ -90,7 +93,9 @@ class Device:
         return found
 
 
-def make_device(base: Path, name: str, files: dict[str, bytes] | None = None) -> Device:
+def make_device(
+    base: Path, name: str, files: dict[str, bytes] | None = None, disk_naming: DiskNaming | None = None
+) -> Device:
     home = base / f"home-{name}"
     load_or_create_identity(home)
     identity = rename_device(home, name)
@@ -100,7 +105,7 @@ def make_device(base: Path, name: str, files: dict[str, bytes] | None = None) ->
         (root / relpath).parent.mkdir(parents=True, exist_ok=True)
         (root / relpath).write_bytes(content)
     init_folder(root, identity)
-    return Device(name, identity, root)
+    return Device(name, identity, root, disk_naming)
 
 
 def verify_bundle(repo: Path, bundle: Path) -> None:

@@ -249,3 +249,14 @@ def test_a_file_added_and_deleted_again_since_the_last_exchange(tmp_path):
     bob.apply(bundle, alice)
     assert bob.head() == alice.head() and bob.files() == alice.files()
     git_fsck_strict(bob.root)
+
+
+def test_a_conflict_copy_that_collides_on_a_folding_disk_is_not_copied_again(tmp_path):
+    stamp = "sync-conflict-20240101-000000-ABCDEFG"
+    alice = make_device(tmp_path, "alice", {f"Notes.{stamp}.txt": b"upper\n", f"notes.{stamp}.txt": b"lower\n"})
+    bob = make_device(tmp_path, "bob", disk_naming=DiskNaming(folds_case=True, normalizes_unicode=False))
+    bob.pull_from(alice, tmp_path / "bundles")
+    files = bob.files()
+    assert sorted(files.values()) == [b"lower\n", b"upper\n"]
+    assert all(name.count(".sync-conflict-") == 1 for name in files), sorted(files)
+    git_fsck_strict(bob.root)
