@@ -14,6 +14,8 @@ import bisect
 import hashlib
 from collections.abc import Callable
 
+from dulwich.objects import object_header
+
 from ocsync_tui.vcs.delta import _emit_copy, _emit_insert, _size_varint, create_delta
 from ocsync_tui.vcs.pack import PackEntry
 from ocsync_tui.vcs.paths import DIRECTORY_MODE
@@ -31,8 +33,9 @@ class PathConflict(Exception):
         self.path = path
 
 
-def hash_object(type_name: bytes, raw: bytes) -> bytes:
-    hasher = hashlib.sha1(b"%s %d\0" % (type_name, len(raw)))
+def hash_object(type_num: int, raw: bytes) -> bytes:
+    """The binary git object id (pack.object_id gives the hex one)."""
+    hasher = hashlib.sha1(object_header(type_num, len(raw)))
     hasher.update(raw)
     return hasher.digest()
 
@@ -190,7 +193,7 @@ class TreeBuilder:
         self._add(PackEntry(blob.hex().encode("ascii"), BLOB_TYPE, data))
 
     def add_commit(self, raw: bytes) -> bytes:
-        sha = hash_object(b"commit", raw)
+        sha = hash_object(COMMIT_TYPE, raw)
         self._add(PackEntry(sha.hex().encode("ascii"), COMMIT_TYPE, raw))
         return sha
 
@@ -228,7 +231,7 @@ class TreeBuilder:
         if not directory.keys and not is_root:
             return None
         raw = b"".join(directory.chunks)
-        directory.sha = sha = hash_object(b"tree", raw)
+        directory.sha = sha = hash_object(TREE_TYPE, raw)
         self._add(self._tree_entry(directory, sha, raw))
         return sha
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from ocsync_tui.errors import OcsyncError
 from ocsync_tui.identity import DeviceIdentity
 from ocsync_tui.vcs.checkout import flatten_tree
-from ocsync_tui.vcs.commit_builder import PathConflict, TreeBuilder, commit_raw, hash_object
+from ocsync_tui.vcs.commit_builder import BLOB_TYPE, PathConflict, TreeBuilder, commit_raw, hash_object
 from ocsync_tui.vcs.ignore import IgnoreRules
 from ocsync_tui.vcs.pack import add_entries_to_store
 from ocsync_tui.vcs.paths import FOLDER_MARKER
@@ -132,7 +132,7 @@ class _Run:
         self.cache_changed = True
 
     def commit_file(self, relpath: bytes, read: ReadFile) -> None:
-        blob = hash_object(b"blob", read.data)
+        blob = hash_object(BLOB_TYPE, read.data)
         old = self.cache.entries.get(relpath)
         if old is not None and old[1] == blob and mode_of(old[0]) == read.git_mode:
             self.record_stat(relpath, read.stat, blob)  # touched, not changed
@@ -297,7 +297,7 @@ def refresh_after_checkout(folder: "FolderRepo", tree_id: bytes | None, relpaths
             continue
         mode, blob = mode_of(entry[0]), entry[1]
         read = read_candidate(folder.path, Candidate(relpath, mode))
-        if isinstance(read, ReadFile) and read.git_mode == mode and hash_object(b"blob", read.data) == blob:
+        if isinstance(read, ReadFile) and read.git_mode == mode and hash_object(BLOB_TYPE, read.data) == blob:
             cache.entries[relpath] = (read.stat, blob)
             verified.add(relpath)
     smudge_unverified(cache, verified)
