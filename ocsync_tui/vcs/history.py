@@ -18,8 +18,8 @@ from ocsync_tui.identity import DeviceIdentity
 from ocsync_tui.vcs.checkout import CheckoutError, FolderFiles, TreeFile
 from ocsync_tui.vcs.committer import commit_pending
 from ocsync_tui.vcs.folder import FolderRepo
+from ocsync_tui.vcs.paths import DIRECTORY_MODE
 
-_TREE_MODE = 0o040000
 _MEMO_LIMIT = 4096
 
 
@@ -93,9 +93,9 @@ class _History:
             if entry_name != name:
                 continue
             last = depth == len(self.parts) - 1
-            if last and mode != _TREE_MODE:
+            if last and mode != DIRECTORY_MODE:
                 found = TreeFile(mode, sha)
-            elif not last and mode == _TREE_MODE:
+            elif not last and mode == DIRECTORY_MODE:
                 found = self._lookup(sha, depth + 1)
         if len(self._memo) >= _MEMO_LIMIT:
             self._memo.clear()
