@@ -200,18 +200,22 @@ def _plan_objects(store, commits: list[Commit], boundary: list[bytes]) -> list[_
 
     An entry equal to what some parent has at its path is already with the receiver or earlier in the
     pack (parents come first), so only entries that differ from every parent are sent; this is what
-    keeps a bundle of per-file commits proportional to the changes, not to the folder. An entry new at
-    its path (a rename or copy) is looked up among everything the boundary commits reach, so moving a
-    large file does not send it again.
+    keeps a bundle of per-file commits proportional to the changes, not to the folder. Every other
+    entry is looked up among everything the boundary commits reach, so a rename, a revert to an
+    earlier version or a swap of two files' contents sends nothing the receiver has. That is also
+    what keeps deltas acyclic: an object the receiver has is the base of REF_DELTAs, and a copy of it
+    in the pack, deltified against one of them, would close a loop (git refuses such a pack, dulwich
+    hits DeltaCycle reading it).
     """
+    if not commits:
+        return []
     planned: list[_PlannedObject] = []
     seen: set[bytes] = set()
-    receiver_has: set[bytes] | None = None
+    receiver_has = _reachable_from_trees(store, [store[commit_id].tree for commit_id in boundary])
     # Each commit's trees are the next commit's parent trees: parse them once.
     entries_of = lru_cache(maxsize=_PARSED_TREES_KEPT)(partial(_tree_entries, store))
 
     def visit(tree_id: bytes, parent_tree_ids: list[bytes | None], base: bytes | None) -> None:
-        nonlocal receiver_has
         if tree_id in seen:
             return
         seen.add(tree_id)
@@ -222,8 +226,8 @@ def _plan_objects(store, commits: list[Commit], boundary: list[bytes]) -> list[_
         changed = sorted(set(entries).difference(*map(set, parents)))
         by_name = [dict(zip(map(itemgetter(0), parent), parent)) for parent in parents]
         for name, mode, sha in changed:
-            if S_ISGITLINK(mode):
-                continue  # a submodule commit is not ours to send
+            if S_ISGITLINK(mode) or sha in receiver_has:
+                continue  # a submodule commit is not ours to send; the receiver's objects need no sending
             at_path = [entries_by_name.get(name) for entries_by_name in by_name]
             if any(entry is not None and entry[2] == sha for entry in at_path):
                 continue  # only the mode changed
@@ -232,11 +236,6 @@ def _plan_objects(store, commits: list[Commit], boundary: list[bytes]) -> list[_
                 entry[2] if entry is not None and stat.S_ISDIR(entry[1]) == is_tree else None for entry in at_path
             ]
             base = next((candidate for candidate in same_kind if candidate is not None), None)
-            if base is None:
-                if receiver_has is None:
-                    receiver_has = _reachable_from_trees(store, [store[commit_id].tree for commit_id in boundary])
-                if sha in receiver_has:
-                    continue
             if is_tree:
                 visit(sha, same_kind, base)
             elif sha not in seen:
@@ -246,7 +245,7 @@ def _plan_objects(store, commits: list[Commit], boundary: list[bytes]) -> list[_
     tree_of = {commit.id: commit.tree for commit in commits}
     for commit in commits:
         parent_trees = [tree_of.get(parent) or store[parent].tree for parent in commit.parents]
-        if commit.tree not in parent_trees:
+        if commit.tree not in parent_trees and commit.tree not in receiver_has:
             visit(commit.tree, list(parent_trees), parent_trees[0] if parent_trees else None)
     return planned
 
@@ -274,17 +273,23 @@ def _tree_entries(store, tree_id: bytes) -> list[tuple[bytes, int, bytes]]:
 
 
 def _pack_entries(store, commits: list[Commit], planned: list[_PlannedObject]) -> Iterator[PackEntry]:
-    """Commits whole, then each planned object as a delta of its base when that is worth it."""
+    """Commits whole, then each planned object as a delta of its base when that is worth it.
+
+    A base must be written earlier in the pack or be absent from it (then the receiver has it): a
+    base that comes later would make write_pack refuse the pack, so that object is sent whole.
+    """
     for commit in commits:
         yield PackEntry(commit.id, commit.type_num, commit.as_raw_string())
+    sent_later = {item.sha for item in planned}
     depth: dict[bytes, int] = {}
     # A base is mostly the previous version of the same path, planned a little earlier: keep the
     # latest contents at hand instead of unpacking them again.
     recent = _RecentContents(_RECENT_CONTENTS_BYTES)
     for item in planned:
+        sent_later.discard(item.sha)
         type_num, raw = store.get_raw(item.sha)
         entry = PackEntry(item.sha, type_num, raw)
-        if item.base is not None and depth.get(item.base, 0) < MAX_DELTA_DEPTH:
+        if item.base is not None and item.base not in sent_later and depth.get(item.base, 0) < MAX_DELTA_DEPTH:
             base_raw = recent.get(item.base) or store.get_raw(item.base)[1]
             delta = create_delta(base_raw, raw)
             # Checked before it leaves: a wrong delta would be refused by every receiver forever.

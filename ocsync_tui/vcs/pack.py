@@ -8,11 +8,15 @@ API (stable):
   the object whose full content is ``raw`` (type_num 1-4: commit, tree, blob, tag). With ``delta_base``
   (hex id) and ``delta`` (git delta format: ``apply_delta(base, delta) == raw``) the object is stored
   as a delta. A base written earlier in the same pack becomes an OFS_DELTA; any other base a
-  REF_DELTA (a base outside the pack makes the pack thin, which only bundles may be).
+  REF_DELTA against an object outside the pack (which makes the pack thin: only bundles may be).
 - ``write_pack(out, entries, object_count) -> WrittenPack``: streams a pack to a binary file object
   (need not be seekable). The header carries ``object_count`` up front, so the entries can be
   produced lazily; a different number of entries raises ``ValueError`` after the fact (the caller
-  discards the file). Returns the pack checksum and the index entries.
+  discards the file). So does an id written twice, a delta against itself, or an entry whose id an
+  earlier entry already used as an outside (REF_DELTA) base: a receiver resolves such a base to the
+  copy in the pack, which may itself be a delta of the referrer, and git refuses the pack. Every
+  delta base thus lies earlier in the pack or outside it, and no chain can loop. Returns the pack
+  checksum and the index entries.
 - ``install_pack(pack_path, index_path, pack_dir, basename)``: the crash-safe move of a finished pack
   and index into a store, shared with the bundle import.
 - ``add_entries_to_store(object_store, entries) -> None``: lands the entries as ONE pack plus its
@@ -105,7 +109,9 @@ def write_pack(out: BinaryIO, entries: Iterable[PackEntry], object_count: int) -
         emit(chunk)
     index_entries = []
     offsets: dict[bytes, int] = {}
+    outside_bases: set[bytes] = set()
     for entry in entries:
+        _check_placement(entry, offsets, outside_bases)
         start = position
         if not _is_delta(entry):
             header = pack_object_header(entry.type_num, None, len(entry.raw), SHA1)
@@ -116,6 +122,7 @@ def write_pack(out: BinaryIO, entries: Iterable[PackEntry], object_count: int) -
         else:
             header = pack_object_header(REF_DELTA, hex_to_sha(entry.delta_base), len(entry.delta), SHA1)
             payload = entry.delta
+            outside_bases.add(entry.delta_base)
         compressor = zlib.compressobj(_COMPRESSION_LEVEL)
         crc = emit(bytes(header))
         crc = emit(compressor.compress(payload), crc)
@@ -127,6 +134,17 @@ def write_pack(out: BinaryIO, entries: Iterable[PackEntry], object_count: int) -
     checksum = pack_hash.digest()
     out.write(checksum)
     return WrittenPack(checksum, index_entries)
+
+
+def _check_placement(entry: PackEntry, offsets: dict[bytes, int], outside_bases: set[bytes]) -> None:
+    """Refuse an entry that would give the pack a duplicate or a delta chain that can loop."""
+    name = entry.sha.decode("ascii", "replace")
+    if entry.sha in offsets:
+        raise ValueError(f"PackEntry {name} is written twice")
+    if entry.sha in outside_bases:
+        raise ValueError(f"PackEntry {name} comes after a REF_DELTA that treats it as outside the pack")
+    if _is_delta(entry) and entry.delta_base == entry.sha:
+        raise ValueError(f"PackEntry {name} is a delta against itself")
 
 
 def add_entries_to_store(object_store: DiskObjectStore, entries: Iterable[PackEntry]) -> None:

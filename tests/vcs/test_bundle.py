@@ -33,8 +33,8 @@ GIT_ENV = {
 }
 
 
-def git(repo: Path, *args: str) -> bytes:
-    result = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, env=GIT_ENV)
+def git(repo: Path, *args: str, input: bytes | None = None) -> bytes:
+    result = subprocess.run(["git", "-C", str(repo), *args], input=input, capture_output=True, env=GIT_ENV)
     assert result.returncode == 0, f"git {' '.join(args)}: {result.stderr.decode()}"
     return result.stdout
 
@@ -111,6 +111,19 @@ def objects_listing(folder: Folder) -> list[tuple[str, int]]:
         for directory, _, files in os.walk(root)
         for name in files
     )
+
+
+def receiver_packs_are_sound(receiver: Folder) -> None:
+    """git verifies every pack, each object is in it once, and dulwich reads every object back."""
+    store = Repo(str(receiver.path)).object_store
+    for index_path in (receiver.git_dir / "objects" / "pack").glob("*.idx"):
+        git(receiver.path, "verify-pack", str(index_path))
+    for pack in store.packs:
+        ids = list(pack.index)
+        assert len(ids) == len(set(ids))
+        for sha in ids:
+            store.get_raw(sha)
+    store.close()
 
 
 def quarantines(folder: Folder) -> list[Path]:
@@ -445,7 +458,7 @@ def test_a_bundle_lacking_objects_is_refused(history, tmp_path: Path) -> None:
 
 PATHS = [b"a.txt", b"b.bin", b"docs/c.txt", b"docs/deep/d.txt", b"other/e.txt"]
 edit_step = st.tuples(
-    st.sampled_from(["write", "mutate", "delete", "rename", "chmod"]),
+    st.sampled_from(["write", "mutate", "delete", "rename", "chmod", "revert", "swap"]),
     st.integers(0, len(PATHS) - 1),
     st.integers(0, len(PATHS) - 1),
     st.binary(min_size=0, max_size=600),
@@ -457,10 +470,17 @@ def build_history(folder: Folder, steps, seed: int) -> list[bytes]:
     rng = random.Random(seed)
     store = folder.repo.object_store
     files: dict[bytes, tuple[int, bytes]] = {}
+    earlier_versions: dict[bytes, list[tuple[int, bytes]]] = {}
     commits: list[bytes] = []
     for when, (action, first, second, data) in enumerate(steps, start=1_700_000_000):
         path, other = PATHS[first], PATHS[second]
-        if action == "write" or path not in files:
+        if path in files:
+            earlier_versions.setdefault(path, []).append(files[path])
+        if action == "revert" and path in earlier_versions:
+            files[path] = rng.choice(earlier_versions[path])
+        elif action == "swap" and path in files and other in files:
+            files[path], files[other] = files[other], files[path]
+        elif action == "write" or path not in files:
             files[path] = (0o100644, data * rng.randrange(1, 20))
         elif action == "mutate":
             mode, content = files[path]
@@ -510,4 +530,71 @@ def test_random_histories_round_trip_through_thin_bundles(tmp_path_factory, step
     assert info.commit_count == len(commits) - commits.index(since) - 1
     # With main at the bundle's head, fsck proves every object of every new commit arrived intact.
     git(receiver.path, "update-ref", "refs/heads/main", commits[-1].decode())
+    git_fsck_strict(receiver.path)
+    receiver_packs_are_sound(receiver)
+
+
+def commit_states(folder: Folder, states: list[dict[bytes, bytes]]) -> list[bytes]:
+    """One commit per state of the whole folder (path → content), oldest first."""
+    store = folder.repo.object_store
+    commits: list[bytes] = []
+    for when, files in enumerate(states, start=1_700_000_000):
+        blobs = []
+        for name, content in files.items():
+            blob = Blob.from_string(content)
+            store.add_object(blob)
+            blobs.append((name, blob.id, 0o100644))
+        commit = Commit()
+        commit.tree = commit_tree(store, blobs)
+        commit.parents = commits[-1:]
+        commit.author = commit.committer = b"Tester <tester@ocsync.invalid>"
+        commit.author_time = commit.commit_time = when
+        commit.author_timezone = commit.commit_timezone = 0
+        commit.message = b"state\n"
+        store.add_object(commit)
+        commits.append(commit.id)
+    folder.repo.refs[b"refs/heads/main"] = commits[-1]
+    return commits
+
+
+def similar_contents(count: int) -> list[bytes]:
+    """Distinct contents that are deltas of each other, so the bundle writer deltifies them."""
+    shared = random.Random(3).randbytes(4000)
+    return [shared + b"version %d\n" % number for number in range(count)]
+
+
+_FILLER = {b"file%02d.txt" % number: b"%d\n" % number for number in range(30)}
+_X, _Y, _Z = similar_contents(3)
+
+
+@pytest.mark.parametrize(
+    "states",
+    [
+        # A file reverted to the version the receiver has.
+        [{**_FILLER, b"a": _X}, {**_FILLER, b"a": _Y}, {**_FILLER, b"a": _X}],
+        # Two files swap contents the receiver has.
+        [{**_FILLER, b"a": _X, b"b": _Y}, {**_FILLER, b"a": _Y, b"b": _X}],
+        # A short-lived file: the root tree becomes the receiver's again.
+        [{**_FILLER, b"a": _X}, {**_FILLER, b"a": _X, b"tmp": _Y}, {**_FILLER, b"a": _X}, {**_FILLER, b"a": _Z}],
+        # A file takes another's content, which then comes back under a new name.
+        [{**_FILLER, b"a": _X, b"b": _Y}, {**_FILLER, b"a": _Y, b"b": _Y}, {**_FILLER, b"c": _X, b"b": _Z}],
+    ],
+    ids=["revert", "swap", "short-lived-file", "take-and-rename"],
+)
+def test_objects_the_receiver_has_are_not_sent_so_no_delta_can_loop(tmp_path: Path, states) -> None:
+    """A copy of a receiver's object in the pack, deltified against its own REF_DELTA child, was a loop:
+    git refused the pack and dulwich raised DeltaCycle reading it after import."""
+    source = new_folder(tmp_path / "source")
+    commits = commit_states(source, states)
+    receiver = clone_at(source, commits[0], tmp_path / "receiver")
+    out = tmp_path / "thin.bundle"
+    create_bundle(source, [commits[0].decode()], out)
+
+    data = out.read_bytes()
+    check = clone_at(source, commits[0], tmp_path / "git-check")
+    git(check.path, "index-pack", "--stdin", "--fix-thin", input=data[pack_start(data) :])
+    with quarantined_import(receiver, out) as imported:
+        assert imported.new_commits == commits[1:]
+    git(receiver.path, "update-ref", "refs/heads/main", commits[-1].decode())
+    receiver_packs_are_sound(receiver)
     git_fsck_strict(receiver.path)

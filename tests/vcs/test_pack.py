@@ -218,6 +218,19 @@ def test_write_pack_refuses_a_wrong_object_count(tmp_path: Path) -> None:
         write_pack(out, [whole(blob)], 2)
 
 
+def test_write_pack_refuses_entries_that_could_make_a_delta_loop(tmp_path: Path) -> None:
+    """Every base must lie earlier in the pack or outside it, so no chain of bases can come back round."""
+    first, second = Blob.from_string(b"first version\n" * 50), Blob.from_string(b"second version\n" * 50)
+    cases = {
+        "written twice": [whole(first), whole(first)],
+        "treats it as outside the pack": [delta_entry(second, first), whole(first)],
+        "against itself": [PackEntry(first.id, 3, first.data, first.id, delta(first.data, first.data))],
+    }
+    for message, entries in cases.items():
+        with open(tmp_path / "p.pack", "wb") as out, pytest.raises(ValueError, match=message):
+            write_pack(out, entries, len(entries))
+
+
 def test_object_id_matches_dulwich() -> None:
     blob = Blob.from_string(b"hello\n")
     assert object_id(3, b"hello\n") == blob.id
