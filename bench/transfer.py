@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 from ocsync_tui.net.codec import TRANSPORT_HEADER, TRANSPORT_HEADER_SIZE, TRANSPORT_OVERHEAD
 from ocsync_tui.net.endpoint import Endpoint
 from ocsync_tui.net.events import TransferCancelled, TransferCompleted, TransferFailed, TransferOffered
+from ocsync_tui.net.peer_link import PeerLinkSettings
 from ocsync_tui.net.lossy_link import Impairments, LossyLink
 from ocsync_tui.net.session import ReplayWindow
 from ocsync_tui.net.udp_socket import open_udp_socket
@@ -313,16 +314,24 @@ LINK_MBIT = 100
 LINK_QUEUE_BYTES = int(LINK_MBIT * 1_000_000 / 8 * 0.05)
 
 
-def bench_netlab(arguments: argparse.Namespace) -> dict[str, object]:
+def bench_netlab(arguments: argparse.Namespace, work: Path) -> dict[str, object]:
     if not netns_available():
         print("netlab: skipped (needs root, iproute2 and network namespaces)", flush=True)
         return {"netlab": "skipped"}
-    total = min(arguments.size_mb, 100) * MB
-    figures: dict[str, object] = {}
+    size = min(arguments.size_mb, 100) * MB
+    link_rate_MBps = LINK_MBIT * 1_000_000 / 8 / MB
+    figures: dict[str, object] = {"netlab_link_MBps": link_rate_MBps}
     with two_hosts("bench", rate_mbit=LINK_MBIT, queue_bytes=LINK_QUEUE_BYTES) as lab:
-        tcp = [tcp_goodput(lab, total) / MB for _ in range(arguments.runs)]
-        figures["netlab_tcp_MBps"] = median(tcp)
-        print(f"netlab: TCP {figures['netlab_tcp_MBps']} MB/s over {LINK_MBIT} Mbit/s (runs {tcp})", flush=True)
+        blob = make_blob(work, size)
+        tcp = [tcp_goodput(lab, size) / MB for _ in range(arguments.runs)]
+        ours = [measure_transfer(blob, work, lab=lab)["MBps"] for _ in range(arguments.runs)]
+        delayed = [measure_transfer(blob, work, lab=lab, link=(0.0, 0.020, 0.0))["MBps"] for _ in range(arguments.runs)]
+    figures["netlab_tcp_MBps"] = median(tcp)
+    figures["netlab_ocsync_MBps"] = median(ours)
+    figures["netlab_ocsync_vs_tcp"] = round(median(ours) / median(tcp), 3)
+    figures["netlab_40ms_MBps"] = median(delayed)
+    figures["netlab_40ms_vs_link_rate"] = round(median(delayed) / link_rate_MBps, 3)
+    print(f"netlab {LINK_MBIT} Mbit/s: TCP {tcp}, ocsync {ours}, ocsync +40 ms RTT {delayed} MB/s", flush=True)
     return figures
 
 
@@ -343,7 +352,8 @@ def main() -> None:
     parser.add_argument("--only", action="append", choices=["link", "ceiling", "loopback", "lossy", "netlab", "memory"])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--size-mb", type=int, default=256)
-    parser.add_argument("--datagram-size", type=int, default=1200)
+    # What path MTU probing settles on over loopback: the peer link's cap.
+    parser.add_argument("--datagram-size", type=int, default=PeerLinkSettings().max_datagram_size)
     parser.add_argument("--role", nargs=argparse.REMAINDER)
     arguments = parser.parse_args()
     if arguments.role:
@@ -364,10 +374,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ocsync-bench-"))
     try:
         figures.update(bench_transfers(arguments, parts, figures, work))
+        if "netlab" in parts:
+            figures.update(bench_netlab(arguments, work))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if "netlab" in parts:
-        figures.update(bench_netlab(arguments))
     print(json.dumps(figures))
 
 
