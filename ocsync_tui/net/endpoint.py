@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +37,21 @@ import trio
 
 from ocsync_tui.net.blob_source import BlobSource, BytesBlobSource, FileBlobSource
 from ocsync_tui.net.codec import TRANSPORT
-from ocsync_tui.net.events import PeerEndpointChanged, SessionEstablished, SessionLost
+from ocsync_tui.net.events import (
+    PeerEndpointChanged,
+    SessionEstablished,
+    SessionLost,
+    TransferCancelled,
+    TransferCompleted,
+    TransferFailed,
+)
 from ocsync_tui.net.peer_link import PeerLink, PeerLinkSettings
 from ocsync_tui.net.secure_channel import SecureChannel, UnknownPeerError
 from ocsync_tui.net.udp_socket import DEFAULT_PORT, Address, UdpSocket, open_udp_socket
 
 _TRANSPORT_TYPE_BYTE = bytes((TRANSPORT,))
 _RECEIVE_BATCH = 128
+_OUTGOING_ENDINGS = (TransferCompleted, TransferFailed, TransferCancelled)
 TIMER_SLACK = 0.0015
 
 
@@ -69,6 +78,8 @@ class Endpoint:
         self._channel = channel or SecureChannel(signing_key, wall_clock_offset=time.time() - trio.current_time())
         self.public_key = self._channel.public_key
         self._links: dict[bytes, PeerLink] = {}
+        # Files send_blob opened, closed when their transfer ends.
+        self._opened_files: dict[tuple[bytes, int], FileBlobSource] = {}
         self._socket: UdpSocket | None = None
         self._wake_scope: trio.CancelScope | None = None
         self._event_send, self.events = trio.open_memory_channel[Any](event_buffer)
@@ -90,6 +101,8 @@ class Endpoint:
         link = self._links.pop(public_key, None)
         if link is not None:
             link.close()
+        for key in [key for key in self._opened_files if key[0] == public_key]:
+            self._close_file(*key)
         self._wake()
 
     def connect(self, public_key: bytes) -> None:
@@ -103,12 +116,25 @@ class Endpoint:
 
         Hashing a file runs in a worker thread. Progress and the outcome come as events."""
         link = self._link(public_key)
+        opened: FileBlobSource | None = None
         if isinstance(source, Path):
-            source = await trio.to_thread.run_sync(lambda: FileBlobSource(source, name=name, kind=kind))
+            opened = await trio.to_thread.run_sync(partial(FileBlobSource, source, name=name, kind=kind))
+            source = opened
         elif isinstance(source, bytes):
             source = BytesBlobSource(source, name=name, kind=kind)
         now = self._now()
-        transfer_id = link.offer(source, now)
+        try:
+            transfer_id = link.offer(source, now)
+        except BaseException:
+            if opened is not None:
+                opened.close()
+            raise
+        if opened is not None:
+            # Offering a blob already on its way returns the same transfer: keep the first file open.
+            if (public_key, transfer_id) in self._opened_files:
+                opened.close()
+            else:
+                self._opened_files[(public_key, transfer_id)] = opened
         self._channel.connect(public_key, now)
         self._wake()
         return transfer_id
@@ -123,7 +149,9 @@ class Endpoint:
         self._wake()
 
     def cancel(self, public_key: bytes, transfer_id: int) -> None:
+        """Stop a transfer in either direction; the peer is told (no event comes back for our own cancel)."""
         self._link(public_key).cancel(transfer_id, self._now())
+        self._close_file(public_key, transfer_id)
         self._wake()
 
     @property
@@ -149,6 +177,8 @@ class Endpoint:
             self._socket = None
             for link in self._links.values():
                 link.close()
+            for key in list(self._opened_files):
+                self._close_file(*key)
             await self._event_send.aclose()
 
     async def _serve(self, udp: UdpSocket) -> None:
@@ -183,6 +213,8 @@ class Endpoint:
                     link.handle_timer(now)
                 outgoing.extend(link.datagrams_to_send(channel, now))
                 while (event := link.next_event()) is not None:
+                    if isinstance(event, _OUTGOING_ENDINGS) and event.outgoing:
+                        self._close_file(event.public_key, event.transfer_id)
                     await self._event_send.send(event)
             now = clock()
             await self._handle_channel_events(now)
@@ -222,6 +254,11 @@ class Endpoint:
                 elif isinstance(event, SessionLost):
                     link.on_session_lost(now)
             await self._event_send.send(event)
+
+    def _close_file(self, public_key: bytes, transfer_id: int) -> None:
+        opened = self._opened_files.pop((public_key, transfer_id), None)
+        if opened is not None:
+            opened.close()
 
     def _wake(self) -> None:
         if self._wake_scope is not None:

@@ -16,6 +16,7 @@ from ocsync_tui.net.events import (
     PeerEndpointChanged,
     PeerUp,
     SessionEstablished,
+    TransferCancelled,
     TransferCompleted,
     TransferFailed,
     TransferOffered,
@@ -252,4 +253,32 @@ async def test_keepalives_report_a_peer_up_then_down_when_it_goes_silent(tmp_pat
             doomed_nursery.cancel_scope.cancel()
         down = await watcher.wait_for(PeerDown, timeout=10)
         assert down.public_key == doomed.public_key and down.silent_for >= 0.2
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_files_sent_are_closed_when_their_transfer_ends_or_is_cancelled(tmp_path: Path) -> None:
+    def open_descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    async with trio.open_nursery() as nursery:
+        giver, taker = Peer(1, tmp_path / "giver"), Peer(2, tmp_path / "taker", accept_offers=False)
+        await giver.start(nursery)
+        await taker.start(nursery)
+        taker.endpoint.add_peer(giver.public_key)
+        giver.endpoint.add_peer(taker.public_key, taker.address)
+        for index in range(2):
+            (tmp_path / f"blob{index}").write_bytes(os.urandom(100_000 + index))
+        before = open_descriptors()
+        first = await giver.endpoint.send_blob(taker.public_key, tmp_path / "blob0")
+        assert await giver.endpoint.send_blob(taker.public_key, tmp_path / "blob0") == first
+        second = await giver.endpoint.send_blob(taker.public_key, tmp_path / "blob1")
+        assert open_descriptors() == before + 2
+        offered = await taker.wait_for(TransferOffered, timeout=10, where=lambda event: event.transfer_id == first)
+        taker.endpoint.accept(offered.public_key, offered.transfer_id)
+        await giver.wait_for(TransferCompleted, timeout=10, where=lambda event: event.transfer_id == first)
+        giver.endpoint.cancel(taker.public_key, second)
+        assert open_descriptors() == before
+        cancelled = await taker.wait_for(TransferCancelled, timeout=10)
+        assert cancelled.transfer_id == second
         nursery.cancel_scope.cancel()
