@@ -19,15 +19,13 @@ from ocsync_tui.vcs.disk_naming import DiskNaming
 from tests.vcs.devices import Device, make_device
 
 NAMES = ["r0", "r1", "r2"]
-# r2 applies bundles as if its disk folded case: names that differ only in case become conflict copies
-# there, which it commits, and every replica must still converge.
-FOLDING_REPLICA = "r2"
 FOLDING = DiskNaming(folds_case=True, normalizes_unicode=False)
 PATHS = ["a.txt", "A.txt", "dir/b.txt", "Dir/sub/c"]
 MAX_SETTLE_ROUNDS = 6
 
 
 class Replicas(RuleBasedStateMachine):
+    folding_replica: str | None = None
     def __init__(self) -> None:
         super().__init__()
         self.base = Path(tempfile.mkdtemp(prefix="ocsync-convergence-"))
@@ -71,7 +69,7 @@ class Replicas(RuleBasedStateMachine):
         first.commit()
         self.devices[first.name] = first
         for name in NAMES[1:]:
-            device = make_device(self.base, name, disk_naming=FOLDING if name == FOLDING_REPLICA else None)
+            device = make_device(self.base, name, disk_naming=FOLDING if name == self.folding_replica else None)
             device.pull_from(first, self.bundles)
             self.devices[name] = device
 
@@ -175,14 +173,23 @@ class Replicas(RuleBasedStateMachine):
                 assert len(changes) == 1, f"commit {commit.id.decode()} changes {len(changes)} paths"
 
 
+class ReplicasWithAFoldingDisk(Replicas):
+    """r2 applies bundles as if its disk folded case: names that differ only in case become conflict
+    copies there, which it commits, and every replica must still converge."""
+
+    folding_replica = "r2"
+
+
 # Which version wins a conflict depends on commit times (the real clock), so a replayed example can
 # take another path: rules pick existing files by index, never by drawing from what is on disk, and
 # shrinking (minutes of replays, each a real exchange) is left out.
-Replicas.TestCase.settings = settings(
-    phases=[Phase.explicit, Phase.reuse, Phase.generate],
-    max_examples=25,
-    stateful_step_count=20,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
+for machine in (Replicas, ReplicasWithAFoldingDisk):
+    machine.TestCase.settings = settings(
+        phases=[Phase.explicit, Phase.reuse, Phase.generate],
+        max_examples=15,
+        stateful_step_count=20,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
 TestConvergence = Replicas.TestCase
+TestConvergenceWithAFoldingDisk = ReplicasWithAFoldingDisk.TestCase
