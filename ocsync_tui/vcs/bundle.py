@@ -4,26 +4,27 @@ API (stable):
 
 - ``create_bundle(folder, since, out) -> BundleInfo``: writes a v2 git bundle of every commit reachable
   from ``main`` and not from the ``since`` revisions (hex ids, abbreviations or ref names the sender
-  knows; an unknown one is a ``BundleError``). Its prerequisites are the boundary commits: parents of
-  sent commits that are not sent. Each blob or tree is stored as a delta against the object at the
-  same path in the parent commit, which the receiver has (REF_DELTA: a thin pack) or which comes
-  earlier in the pack (OFS_DELTA), so a one-byte edit of a large file costs bytes. The bundle carries
-  ``refs/heads/main`` and ``HEAD``, so ``git clone`` checks it out. Written to a temporary file in the
-  output's directory, fsynced and renamed. When the receiver already has ``main`` (empty difference)
-  the bundle is still valid: no objects, with ``main``'s commit as its only prerequisite, so the
-  exchange handles "nothing new" like any other bundle and git accepts it.
+  knows; an unknown one is a ``BundleError``, and so is a damaged repository). Its prerequisites are the
+  boundary commits: parents of sent commits that are not sent. Each blob or tree is stored as a delta
+  against the object at the same path in the parent commit, which the receiver has (REF_DELTA: a thin
+  pack) or which comes earlier in the pack (OFS_DELTA), so a one-byte edit of a large file costs bytes.
+  The bundle carries ``refs/heads/main`` and ``HEAD``, so ``git clone`` checks it out. Written to a
+  temporary file in the output's directory, fsynced and renamed. When the receiver already has ``main``
+  (empty difference) the bundle is still valid: no objects, with ``main``'s commit as its only
+  prerequisite, so the exchange handles "nothing new" like any other bundle and git accepts it.
 - ``quarantined_import(folder, bundle_path)``: a context manager; call it under the folder lock. It
   reads a v2 or v3 (sha1) bundle, refuses anything else with ``BundleError``, raises
   ``MissingPrerequisites`` when this repository lacks a prerequisite commit, streams the pack into a
   quarantine object store (``.git/ocsync-quarantine-*``, lookups falling through to the main store),
   completes thin deltas against the main store, verifies the pack checksum, every object (ids are
-  computed from content) and that the bundle's head (``refs/heads/main``, else ``HEAD``, else its only
-  ref) and everything it reaches is present. It yields an ``ImportedBundle`` (``head``,
-  ``prerequisites``, ``object_store`` across quarantine and main store and usable only inside the
-  block, ``new_commits``: commits not in the main store yet, parents first). Leaving the block
-  normally moves the pack into the main store (fsynced, pack before index);
-  an exception deletes the quarantine and leaves the main store untouched. A quarantine left by a
-  crash is deleted by the next import.
+  computed from content; an object twice in the completed pack means a delta loop and is refused;
+  whatever dulwich raises on a broken pack becomes a ``BundleError``) and that the bundle's head
+  (``refs/heads/main``, else ``HEAD``, else its only ref) and everything it reaches is present. It
+  yields an ``ImportedBundle`` (``head``, ``prerequisites``, ``object_store`` across quarantine and main
+  store and usable only inside the block, ``new_commits``: commits not in the main store yet, parents
+  first). Leaving the block normally moves the pack into the main store (fsynced, pack before index); an
+  exception deletes the quarantine and leaves the main store untouched. A quarantine left by a crash is
+  deleted by the next import.
 """
 
 import hashlib
@@ -32,7 +33,7 @@ import shutil
 import stat
 import tempfile
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import lru_cache, partial
@@ -127,6 +128,15 @@ def create_bundle(folder: FolderLike, since: list[str], out: Path) -> BundleInfo
     if head is None:
         raise BundleError(f"{folder.path}: the folder has no commits yet, so there is nothing to bundle")
     excluded = [_resolve_revision(repo, revision) for revision in since]
+    with _failures_as_bundle_error(partial(_unreadable_history_message, folder.path)):
+        return _write_bundle(repo, head, excluded, Path(out).absolute())
+
+
+def _unreadable_history_message(folder_path: Path, reason: str) -> str:
+    return f"{folder_path}: cannot read the folder's history to bundle it ({reason}); run git fsck in the folder"
+
+
+def _write_bundle(repo: Repo, head: bytes, excluded: list[bytes], out: Path) -> BundleInfo:
     walk = Walker(repo.object_store, [head], exclude=excluded, order=ORDER_TOPO, reverse=True)
     commits = [entry.commit for entry in walk]  # parents first
     sent = {commit.id for commit in commits}
@@ -136,9 +146,7 @@ def create_bundle(folder: FolderLike, since: list[str], out: Path) -> BundleInfo
     planned = _plan_objects(repo.object_store, commits, boundary)
     object_count = len(commits) + len(planned)
     header = _bundle_header(repo.object_store, boundary, head)
-    written = _write_atomically(
-        Path(out).absolute(), header, _pack_entries(repo.object_store, commits, planned), object_count
-    )
+    written = _write_atomically(out, header, _pack_entries(repo.object_store, commits, planned), object_count)
     return BundleInfo(
         commit_count=len(commits),
         object_count=object_count,
@@ -361,8 +369,10 @@ def quarantined_import(folder: FolderLike, bundle_path: Path) -> Iterator[Import
             (objects_dir / "pack").mkdir(parents=True)
             store = DiskObjectStore(str(objects_dir), alternates=[str(git_dir / "objects")])
             try:
-                _receive_pack(store, bundle_file, bundle_path)
-                new_commits = _verify_reachable(store, main_store, head, bundle_path)
+                # Disk errors stay OSErrors: they say nothing about the bundle.
+                with _failures_as_bundle_error(partial(_corrupt_pack_message, bundle_path), passed=(OSError,)):
+                    _receive_pack(store, bundle_file, bundle_path)
+                    new_commits = _verify_reachable(store, main_store, head, bundle_path)
                 yield ImportedBundle(head, prerequisites, store, new_commits)
             finally:
                 for alternate in store.alternates:
@@ -443,17 +453,59 @@ def _receive_pack(store: DiskObjectStore, bundle_file: BinaryIO, bundle_path: Pa
         return data
 
     try:
-        store.add_thin_pack(read_all, read_some)
+        pack = store.add_thin_pack(read_all, read_some)
     except _Truncated as error:
         raise BundleError(f"{bundle_path}: the bundle is truncated; fetch it again") from error
-    except OSError:
-        raise
-    except Exception as error:  # dulwich reports bad packs with many exception types
-        raise BundleError(
-            f"{bundle_path}: the bundle's pack is corrupt ({type(error).__name__}); fetch it again"
-        ) from error
     if bundle_file.read(1):
         raise BundleError(f"{bundle_path}: unexpected data after the bundle's pack; fetch it again")
+    _refuse_duplicates(pack, bundle_path)
+
+
+@contextmanager
+def _failures_as_bundle_error(
+    message: Callable[[str], str], passed: tuple[type[Exception], ...] = ()
+) -> Iterator[None]:
+    """Turn whatever dulwich raises on a broken pack or store into a BundleError with message(reason).
+
+    It reports them with many exception types (DeltaCycle, UnresolvedDeltas, ChecksumMismatch,
+    ApplyDeltaError, ObjectFormatException, zlib and struct errors, its own asserts...). BundleErrors
+    and the `passed` types go through unchanged.
+    """
+    try:
+        yield
+    except (BundleError, *passed):
+        raise
+    except Exception as error:
+        raise BundleError(message(_reason(error))) from error
+
+
+def _reason(error: Exception) -> str:
+    """The exception's type and the first line of its text, short enough for a one-line message."""
+    kind = type(error).__name__
+    if not type(error).__module__.startswith(("dulwich", "builtins")):
+        kind = f"{type(error).__module__}.{kind}"  # zlib.error, struct.error
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{kind}: {text[:120]}" if text else kind
+
+
+def _corrupt_pack_message(bundle_path: Path, reason: str) -> str:
+    return f"{bundle_path}: the bundle's pack is corrupt ({reason}); fetch it again"
+
+
+def _refuse_duplicates(pack, bundle_path: Path) -> None:
+    """Refuse a completed pack that holds an object twice.
+
+    dulwich completes a thin pack by appending every outside base its deltas used, even one the pack
+    also carries. Such a pack has a REF_DELTA base that is itself a delta in the same pack, deltified
+    (directly or not) against the referrer: indexing resolved the loop from the outside copy, but
+    reads look the base up in the pack first and go round it (DeltaCycle), and git refuses the pack.
+    """
+    ids = list(pack.index)  # sorted
+    for first, second in zip(ids, ids[1:]):
+        if first == second:
+            raise BundleError(
+                _corrupt_pack_message(bundle_path, f"object {first.decode()} is in it twice or in a delta loop")
+            )
 
 
 def _verify_reachable(store: DiskObjectStore, main_store, head: bytes, bundle_path: Path) -> list[bytes]:

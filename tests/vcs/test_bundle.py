@@ -2,12 +2,16 @@ import hashlib
 import os
 import random
 import subprocess
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from dulwich.index import commit_tree
+from dulwich.object_format import SHA1
 from dulwich.objects import Blob, Commit
+from dulwich.pack import OFS_DELTA, REF_DELTA, pack_header_chunks, pack_object_header
+from dulwich.pack import create_delta as create_dulwich_delta
 from dulwich.repo import Repo
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,7 +23,7 @@ from ocsync_tui.vcs.bundle import (
     create_bundle,
     quarantined_import,
 )
-from ocsync_tui.vcs.pack import PackEntry, add_entries_to_store
+from ocsync_tui.vcs.pack import PackEntry, add_entries_to_store, object_id
 from tests.conftest import git_fsck_strict
 
 GIT_ENV = {
@@ -598,3 +602,130 @@ def test_objects_the_receiver_has_are_not_sent_so_no_delta_can_loop(tmp_path: Pa
     git(receiver.path, "update-ref", "refs/heads/main", commits[-1].decode())
     receiver_packs_are_sound(receiver)
     git_fsck_strict(receiver.path)
+
+
+def raw_pack(objects: list[tuple[int, bytes | int | None, bytes]]) -> bytes:
+    """A pack of (pack type, delta base: binary id or offset distance, payload) as given, however wrong."""
+    body = bytearray(b"".join(pack_header_chunks(len(objects))))
+    for type_num, base, payload in objects:
+        body += pack_object_header(type_num, base, len(payload), SHA1) + zlib.compress(payload)
+    return bytes(body + hashlib.sha1(body).digest())
+
+
+def crafted_bundle(path: Path, prerequisite: bytes, head: bytes, pack: bytes) -> Path:
+    path.write_bytes(b"# v2 git bundle\n-" + prerequisite + b" base\n" + head + b" refs/heads/main\n\n" + pack)
+    return path
+
+
+@pytest.fixture
+def hostile_case(tmp_path: Path):
+    """A receiver holding one blob, and a new blob and commit a crafted bundle may send."""
+    source = new_folder(tmp_path / "source")
+    had, new = similar_contents(2)
+    commits = commit_states(source, [{b"had": had}, {b"had": had, b"new": new}])
+    receiver = clone_at(source, commits[0], tmp_path / "receiver")
+    store = source.repo.object_store
+    commit = store[commits[1]]
+    parts = {
+        "had": Blob.from_string(had),
+        "new": Blob.from_string(new),
+        "tree": store[commit.tree],
+        "commit": commit,
+    }
+    return receiver, commits[0], parts
+
+
+def ref(obj) -> bytes:
+    return bytes.fromhex(obj.id.decode())
+
+
+def whole_object(obj) -> tuple[int, None, bytes]:
+    return obj.type_num, None, obj.as_raw_string()
+
+
+def test_a_ref_delta_pair_that_refer_to_each_other_is_refused(hostile_case, tmp_path: Path) -> None:
+    """The receiver has `had`: indexing resolves the loop from outside, but reading the pack would not."""
+    receiver, base, parts = hostile_case
+    had, new = parts["had"].data, parts["new"].data
+    pack = raw_pack(
+        [
+            whole_object(parts["commit"]),
+            whole_object(parts["tree"]),
+            (REF_DELTA, ref(parts["had"]), b"".join(create_dulwich_delta(had, new))),
+            (REF_DELTA, ref(parts["new"]), b"".join(create_dulwich_delta(new, had))),
+        ]
+    )
+    bundle = crafted_bundle(tmp_path / "loop.bundle", base, parts["commit"].id, pack)
+    assert_refused(receiver, bundle, BundleError, "corrupt")
+
+
+def test_a_delta_against_itself_is_refused(hostile_case, tmp_path: Path) -> None:
+    receiver, base, parts = hostile_case
+    had = parts["had"].data
+    for self_based in (
+        (REF_DELTA, ref(parts["had"]), b"".join(create_dulwich_delta(had, had))),
+        (OFS_DELTA, 0, b"".join(create_dulwich_delta(had, had))),
+    ):
+        sound = [whole_object(parts[name]) for name in ("commit", "tree", "new")]
+        pack = raw_pack([*sound, self_based])
+        bundle = crafted_bundle(tmp_path / "self.bundle", base, parts["commit"].id, pack)
+        assert_refused(receiver, bundle, BundleError, "corrupt")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "delta-out-of-range",
+        "offset-before-pack",
+        "bad-zlib",
+        "wrong-size",
+        "bad-checksum",
+        "garbage-commit",
+        "unknown-type",
+    ],
+)
+def test_broken_packs_are_refused_with_a_bundle_error(hostile_case, tmp_path: Path, damage: str) -> None:
+    receiver, base, parts = hostile_case
+    objects = [whole_object(parts["commit"]), whole_object(parts["tree"]), whole_object(parts["new"])]
+    head = parts["commit"].id
+    if damage == "delta-out-of-range":
+        # Base size 4010 (right), target size 64, then a copy of 64 bytes from offset 100_000 of that base.
+        objects[2] = (REF_DELTA, ref(parts["had"]), bytes([0xAA, 0x1F, 0x40, 0x97, 0xA0, 0x86, 0x01, 0x40]))
+    elif damage == "offset-before-pack":
+        objects[2] = (OFS_DELTA, 1 << 20, b"\x10\x10\x90\x10")
+    elif damage == "garbage-commit":
+        garbage = b"tree nonsense\n\nnot a commit"
+        head = object_id(Commit.type_num, garbage)
+        objects[0] = (Commit.type_num, None, garbage)
+    elif damage == "unknown-type":
+        objects[2] = (5, None, parts["new"].data)
+    pack = raw_pack(objects)
+    if damage == "bad-zlib":
+        pack = pack.replace(zlib.compress(parts["new"].data), zlib.compress(parts["new"].data)[:-6] + b"\xff" * 6)
+        pack = pack[:-20] + hashlib.sha1(pack[:-20]).digest()
+    elif damage == "wrong-size":
+        true_header = pack_object_header(Blob.type_num, None, len(parts["new"].data), SHA1)
+        pack = pack.replace(bytes(true_header), bytes(pack_object_header(Blob.type_num, None, 17, SHA1)))
+        pack = pack[:-20] + hashlib.sha1(pack[:-20]).digest()
+    elif damage == "bad-checksum":
+        pack = pack[:-1] + bytes([pack[-1] ^ 1])
+    bundle = crafted_bundle(tmp_path / "broken.bundle", base, head, pack)
+    assert_refused(receiver, bundle, BundleError, "corrupt|lacks|truncated")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "missing"])
+def test_a_damaged_repository_gives_a_bundle_error_not_a_crash(tmp_path: Path, damage: str) -> None:
+    source = new_folder(tmp_path / "source")
+    commits = commit_states(source, [{b"a": _X}, {b"a": _Y}])
+    blob_id = Blob.from_string(_Y).id.decode()
+    loose = source.git_dir / "objects" / blob_id[:2] / blob_id[2:]
+    os.chmod(loose, 0o644)
+    if damage == "garbage":
+        loose.write_bytes(b"x\x9c not zlib at all")
+    else:
+        loose.unlink()
+    out = tmp_path / "out.bundle"
+    with pytest.raises(BundleError, match="cannot read the folder's history") as caught:
+        create_bundle(source, [commits[0].decode()], out)
+    assert "\n" not in str(caught.value)
+    assert not out.exists() and list(tmp_path.glob(".out.bundle.*")) == []
