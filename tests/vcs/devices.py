@@ -71,7 +71,8 @@ class Device:
                 path = Path(directory, name)
                 relpath = str(path.relative_to(self.root))
                 if relpath != ".ocsync-folder":
-                    found[relpath] = b"link:" + os.fsencode(os.readlink(path)) if path.is_symlink() else path.read_bytes()
+                    link = path.is_symlink()
+                    found[relpath] = b"link:" + os.fsencode(os.readlink(path)) if link else path.read_bytes()
         return found
 
     def git_status(self) -> str:
@@ -117,5 +118,8 @@ def verify_bundle(repo: Path, bundle: Path) -> None:
 def run_cli(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """`ocsync --home HOME ARGS...` in a fresh interpreter, as a user would run it."""
     return subprocess.run(
-        [sys.executable, "-m", "ocsync_tui", "--home", str(home), *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "ocsync_tui", "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )

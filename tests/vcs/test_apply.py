@@ -244,7 +244,9 @@ def test_a_file_added_and_deleted_again_since_the_last_exchange(tmp_path):
     bundle = alice.bundle_for(bob, tmp_path / "a.bundle")
     check = tmp_path / "git-check.git"
     subprocess.run(["git", "clone", "-q", "--bare", str(bob.root), str(check)], check=True)
-    fetched = subprocess.run(["git", "-C", str(check), "fetch", "-q", str(bundle), "main"], capture_output=True, text=True)
+    fetched = subprocess.run(
+        ["git", "-C", str(check), "fetch", "-q", str(bundle), "main"], capture_output=True, text=True
+    )
     assert fetched.returncode == 0, f"git cannot fetch the bundle: {fetched.stderr}"
     bob.apply(bundle, alice)
     assert bob.head() == alice.head() and bob.files() == alice.files()

@@ -125,7 +125,8 @@ class Replicas(RuleBasedStateMachine):
             return
         report = receiver.pull_from(sender, self.bundles)
         event(f"apply: {report.kind}")
-        if any(".sync-conflict-" in path.decode() and path.decode() not in sender.files() for path in report.updated_paths):
+        sent = sender.files()
+        if any(".sync-conflict-" in path.decode() and path.decode() not in sent for path in report.updated_paths):
             event("apply: relocated a name this disk cannot hold")
         if report.conflicts:
             event("apply: with conflicts")

@@ -175,7 +175,8 @@ def test_a_symlink_from_an_earlier_bundle_is_never_written_through(tmp_path, ide
     assert os.readlink(root / "evil") == str(outside)
 
     later = Crafter()
-    second = later.commit(later.files({b"evil/file": b"payload", b"evil/sub/deeper": b"more"}), [first], when=1_700_000_100)
+    evil_folder = later.files({b"evil/file": b"payload", b"evil/sub/deeper": b"more"})
+    second = later.commit(evil_folder, [first], when=1_700_000_100)
     second_bundle = later.write_bundle(tmp_path / "2.bundle", second, [first])
     verify_bundle(root, second_bundle)
     apply_bundle(FolderRepo.open(root), identity, second_bundle)

@@ -48,7 +48,8 @@ def test_each_tree_is_read_once_across_a_history_of_per_file_commits():
 def test_a_bad_tree_in_any_commit_is_refused():
     crafter = Crafter()
     good = crafter.commit(crafter.files({b"a/x": b"1"}))
-    bad = crafter.commit(crafter.tree([(b"a", TREE_MODE, crafter.tree([(b".GIT", FILE_MODE, crafter.blob(b""))]))]), [good])
+    git_alias = crafter.tree([(b".GIT", FILE_MODE, crafter.blob(b""))])
+    bad = crafter.commit(crafter.tree([(b"a", TREE_MODE, git_alias)]), [good])
     later = crafter.commit(crafter.files({b"a/x": b"2"}), [bad])
     with pytest.raises(UnsafePathError, match="git"):
         validate_commit_trees(stored(crafter), [good, bad, later])
