@@ -35,6 +35,8 @@ def cmd_id(args) -> int:
 
 
 def _print_commit_report(report) -> None:
+    for note in report.notes:
+        print(note)
     for record in report.committed:
         print(f"{record.action:<7} {record.path}  [{record.commit_id[:10]}]")
     for path, reason in report.skipped:
