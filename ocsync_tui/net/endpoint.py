@@ -14,7 +14,8 @@ needed; command methods (called from other tasks) change the cores and wake that
 The hot loop: drain what the socket has queued (GRO), open transport packets through the channel's
 fast path and hand their frames to the peer's link; fire due timers; collect every datagram the cores
 want sent and send them as one batch (GSO); then sleep until the next timer or until the socket is
-readable or a command arrives. Time for the cores is `trio.current_time()`; the channel gets the
+readable or a command arrives (`wakeup.Waiter`: timers to the microsecond, not epoll's
+millisecond). Time for the cores is `trio.current_time()`; the channel gets the
 offset to Unix time for its handshake timestamps.
 
 Events go out through a bounded channel (`events`): the secure channel's (SessionEstablished, ...),
@@ -48,11 +49,13 @@ from ocsync_tui.net.events import (
 from ocsync_tui.net.peer_link import PeerLink, PeerLinkSettings
 from ocsync_tui.net.secure_channel import SecureChannel, UnknownPeerError
 from ocsync_tui.net.udp_socket import DEFAULT_PORT, Address, UdpSocket, open_udp_socket
+from ocsync_tui.net.wakeup import Waiter
 
 _TRANSPORT_TYPE_BYTE = bytes((TRANSPORT,))
-_RECEIVE_BATCH = 128
+# Datagrams handled between two send phases: few enough that acknowledgements leave promptly (each
+# datagram costs tens of microseconds here), many enough to amortise a loop turn.
+_RECEIVE_BATCH = 16
 _OUTGOING_ENDINGS = (TransferCompleted, TransferFailed, TransferCancelled)
-TIMER_SLACK = 0.0015
 
 
 class Endpoint:
@@ -182,6 +185,13 @@ class Endpoint:
             await self._event_send.aclose()
 
     async def _serve(self, udp: UdpSocket) -> None:
+        waiter = Waiter(udp.fileno())
+        try:
+            await self._loop(udp, waiter)
+        finally:
+            waiter.close()
+
+    async def _loop(self, udp: UdpSocket, waiter: Waiter) -> None:
         channel = self._channel
         open_transport = channel.open_transport
         links = self._links
@@ -224,18 +234,12 @@ class Endpoint:
             if batch or outgoing:
                 await trio.lowlevel.checkpoint()
                 continue
-            await self._sleep_until(udp, self._next_deadline())
+            await self._sleep_until(waiter, self._next_deadline())
 
-    async def _sleep_until(self, udp: UdpSocket, deadline: float) -> None:
-        # epoll sleeps whole milliseconds, rounded up: a pacing gap shorter than that would become a
-        # millisecond or two of silence, and the congestion controller would read that as a slow path.
-        # So wake up to TIMER_SLACK early and then only yield until the deadline passes.
-        if deadline - trio.current_time() <= TIMER_SLACK:
-            await trio.lowlevel.checkpoint()
-            return
-        with trio.CancelScope(deadline=deadline - TIMER_SLACK) as scope:
+    async def _sleep_until(self, waiter: Waiter, deadline: float) -> None:
+        with trio.CancelScope() as scope:
             self._wake_scope = scope
-            await udp.wait_readable()
+            await waiter.wait_until(deadline)
         self._wake_scope = None
 
     def _next_deadline(self) -> float:
