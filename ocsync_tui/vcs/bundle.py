@@ -371,8 +371,8 @@ def quarantined_import(folder: FolderLike, bundle_path: Path) -> Iterator[Import
             try:
                 # Disk errors stay OSErrors: they say nothing about the bundle.
                 with _failures_as_bundle_error(partial(_corrupt_pack_message, bundle_path), passed=(OSError,)):
-                    _receive_pack(store, bundle_file, bundle_path)
-                    new_commits = _verify_reachable(store, main_store, head, bundle_path)
+                    received = _receive_pack(store, bundle_file, bundle_path)
+                    new_commits = _verify_reachable(store, received, main_store, head, bundle_path)
                 yield ImportedBundle(head, prerequisites, store, new_commits)
             finally:
                 for alternate in store.alternates:
@@ -437,8 +437,8 @@ class _Truncated(Exception):
     pass
 
 
-def _receive_pack(store: DiskObjectStore, bundle_file: BinaryIO, bundle_path: Path) -> None:
-    """Copy, check and complete the bundle's pack inside the quarantine store."""
+def _receive_pack(store: DiskObjectStore, bundle_file: BinaryIO, bundle_path: Path) -> set[bytes]:
+    """Copy, check and complete the bundle's pack inside the quarantine store; the ids it holds."""
 
     def read_all(size: int) -> bytes:
         data = bundle_file.read(size)
@@ -458,7 +458,7 @@ def _receive_pack(store: DiskObjectStore, bundle_file: BinaryIO, bundle_path: Pa
         raise BundleError(f"{bundle_path}: the bundle is truncated; fetch it again") from error
     if bundle_file.read(1):
         raise BundleError(f"{bundle_path}: unexpected data after the bundle's pack; fetch it again")
-    _refuse_duplicates(pack, bundle_path)
+    return _ids_once_each(pack, bundle_path)
 
 
 @contextmanager
@@ -492,8 +492,8 @@ def _corrupt_pack_message(bundle_path: Path, reason: str) -> str:
     return f"{bundle_path}: the bundle's pack is corrupt ({reason}); fetch it again"
 
 
-def _refuse_duplicates(pack, bundle_path: Path) -> None:
-    """Refuse a completed pack that holds an object twice.
+def _ids_once_each(pack, bundle_path: Path) -> set[bytes]:
+    """The ids in a completed pack, refusing the pack if it holds one twice.
 
     dulwich completes a thin pack by appending every outside base its deltas used, even one the pack
     also carries. Such a pack has a REF_DELTA base that is itself a delta in the same pack, deltified
@@ -506,12 +506,18 @@ def _refuse_duplicates(pack, bundle_path: Path) -> None:
             raise BundleError(
                 _corrupt_pack_message(bundle_path, f"object {first.decode()} is in it twice or in a delta loop")
             )
+    return set(ids)
 
 
-def _verify_reachable(store: DiskObjectStore, main_store, head: bytes, bundle_path: Path) -> list[bytes]:
+def _verify_reachable(
+    store: DiskObjectStore, received: set[bytes], main_store, head: bytes, bundle_path: Path
+) -> list[bytes]:
     """The commits the bundle adds, parents first, after checking that every object they reach exists.
 
-    Objects already in the main store were complete when they landed, so the walk stops there.
+    `received` holds the ids in the completed quarantine pack. dulwich inflated and hashed each of
+    them, and with no id twice a read gives that same content, so a blob only needs to be there; trees
+    and commits are read to follow them. Objects already in the main store were complete when they
+    landed, so the walk stops there.
     """
     _load(store, head, Commit, bundle_path)
     parents_of: dict[bytes, list[bytes]] = {}
@@ -519,11 +525,11 @@ def _verify_reachable(store: DiskObjectStore, main_store, head: bytes, bundle_pa
     pending, queued = [head], {head}
     while pending:
         commit_id = pending.pop()
-        if commit_id in main_store:
+        if commit_id not in received and commit_id in main_store:
             continue
         commit = _load(store, commit_id, Commit, bundle_path)
         parents_of[commit_id] = commit.parents
-        _verify_tree(store, main_store, commit.tree, verified, bundle_path)
+        _verify_tree(store, received, main_store, commit.tree, verified, bundle_path)
         for parent in commit.parents:
             if parent not in queued:
                 queued.add(parent)
@@ -531,12 +537,14 @@ def _verify_reachable(store: DiskObjectStore, main_store, head: bytes, bundle_pa
     return _parents_first(parents_of)
 
 
-def _verify_tree(store, main_store, tree_id: bytes, verified: set[bytes], bundle_path: Path) -> None:
+def _verify_tree(
+    store, received: set[bytes], main_store, tree_id: bytes, verified: set[bytes], bundle_path: Path
+) -> None:
     """Check that a tree and everything it reaches exist; `verified` carries what was checked already."""
     pending = [tree_id]
     while pending:
         tree_id = pending.pop()
-        if tree_id in verified or tree_id in main_store:
+        if tree_id in verified or (tree_id not in received and tree_id in main_store):
             continue
         type_num, raw = _load_raw(store, tree_id, bundle_path)
         if type_num != Tree.type_num:
@@ -548,9 +556,10 @@ def _verify_tree(store, main_store, tree_id: bytes, verified: set[bytes], bundle
                 continue
             if stat.S_ISDIR(mode):
                 pending.append(sha)
-            else:
-                _load_raw(store, sha, bundle_path)
+            elif sha in received or sha in main_store:
                 verified.add(sha)
+            else:
+                raise BundleError(f"{bundle_path}: the bundle lacks object {sha.decode()}; fetch it again")
 
 
 def _load_raw(store, sha: bytes, bundle_path: Path) -> tuple[int, bytes]:
