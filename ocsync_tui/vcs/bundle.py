@@ -43,7 +43,7 @@ from typing import BinaryIO, Protocol
 
 from dulwich.object_store import DiskObjectStore
 from dulwich.object_format import SHA1
-from dulwich.objects import S_ISGITLINK, Commit, Tree, parse_tree, valid_hexsha
+from dulwich.objects import S_ISGITLINK, Blob, Commit, Tree, parse_tree, valid_hexsha
 from dulwich.objectspec import AmbiguousShortId, parse_commit
 from dulwich.pack import apply_delta
 from dulwich.repo import Repo
@@ -118,6 +118,7 @@ class ImportedBundle:
 @dataclass(frozen=True, slots=True)
 class _PlannedObject:
     sha: bytes
+    type_num: int
     base: bytes | None  # the object at the same path in a parent commit, if of the same kind
 
 
@@ -143,10 +144,12 @@ def _write_bundle(repo: Repo, head: bytes, excluded: list[bytes], out: Path) -> 
     boundary = sorted({parent for commit in commits for parent in commit.parents if parent not in sent})
     if not commits:
         boundary = [head]  # empty difference: the receiver proves it has main, and gets just the ref
-    planned = _plan_objects(repo.object_store, commits, boundary)
+    # Trees the plan reads are packed right after: keep the latest contents at hand for both.
+    recent = _RecentContents(_RECENT_CONTENTS_BYTES)
+    planned = _plan_objects(repo.object_store, commits, boundary, recent)
     object_count = len(commits) + len(planned)
     header = _bundle_header(repo.object_store, boundary, head)
-    written = _write_atomically(out, header, _pack_entries(repo.object_store, commits, planned), object_count)
+    written = _write_atomically(out, header, _pack_entries(repo.object_store, commits, planned, recent), object_count)
     return BundleInfo(
         commit_count=len(commits),
         object_count=object_count,
@@ -203,7 +206,9 @@ def _subject(commit: Commit) -> bytes:
     return commit.message.split(b"\n", 1)[0].replace(b"\r", b"")
 
 
-def _plan_objects(store, commits: list[Commit], boundary: list[bytes]) -> list[_PlannedObject]:
+def _plan_objects(
+    store, commits: list[Commit], boundary: list[bytes], recent: "_RecentContents"
+) -> list[_PlannedObject]:
     """Trees and blobs the receiver lacks, parents' first, each with its same-path base candidate.
 
     An entry equal to what some parent has at its path is already with the receiver or earlier in the
@@ -220,14 +225,22 @@ def _plan_objects(store, commits: list[Commit], boundary: list[bytes]) -> list[_
     planned: list[_PlannedObject] = []
     seen: set[bytes] = set()
     receiver_has = _reachable_from_trees(store, [store[commit_id].tree for commit_id in boundary])
+
+    def read_entries(tree_id: bytes) -> list[tuple[bytes, int, bytes]]:
+        raw = recent.get(tree_id)
+        if raw is None:
+            raw = store.get_raw(tree_id)[1]
+            recent.put(tree_id, raw)
+        return parse_tree(raw, SHA1.oid_length)
+
     # Each commit's trees are the next commit's parent trees: parse them once.
-    entries_of = lru_cache(maxsize=_PARSED_TREES_KEPT)(partial(_tree_entries, store))
+    entries_of = lru_cache(maxsize=_PARSED_TREES_KEPT)(read_entries)
 
     def visit(tree_id: bytes, parent_tree_ids: list[bytes | None], base: bytes | None) -> None:
         if tree_id in seen:
             return
         seen.add(tree_id)
-        planned.append(_PlannedObject(tree_id, base))
+        planned.append(_PlannedObject(tree_id, Tree.type_num, base))
         entries = entries_of(tree_id)
         parents = [entries_of(parent_id) if parent_id is not None else [] for parent_id in parent_tree_ids]
         # Set difference runs in C: a per-file commit rewrites trees of thousands of entries to change one.
@@ -248,7 +261,7 @@ def _plan_objects(store, commits: list[Commit], boundary: list[bytes]) -> list[_
                 visit(sha, same_kind, base)
             elif sha not in seen:
                 seen.add(sha)
-                planned.append(_PlannedObject(sha, base))
+                planned.append(_PlannedObject(sha, Blob.type_num, base))
 
     tree_of = {commit.id: commit.tree for commit in commits}
     for commit in commits:
@@ -280,7 +293,9 @@ def _tree_entries(store, tree_id: bytes) -> list[tuple[bytes, int, bytes]]:
     return parse_tree(store.get_raw(tree_id)[1], SHA1.oid_length)
 
 
-def _pack_entries(store, commits: list[Commit], planned: list[_PlannedObject]) -> Iterator[PackEntry]:
+def _pack_entries(
+    store, commits: list[Commit], planned: list[_PlannedObject], recent: "_RecentContents"
+) -> Iterator[PackEntry]:
     """Commits whole, then each planned object as a delta of its base when that is worth it.
 
     A base must be written earlier in the pack or be absent from it (then the receiver has it): a
@@ -290,12 +305,12 @@ def _pack_entries(store, commits: list[Commit], planned: list[_PlannedObject]) -
         yield PackEntry(commit.id, commit.type_num, commit.as_raw_string())
     sent_later = {item.sha for item in planned}
     depth: dict[bytes, int] = {}
-    # A base is mostly the previous version of the same path, planned a little earlier: keep the
-    # latest contents at hand instead of unpacking them again.
-    recent = _RecentContents(_RECENT_CONTENTS_BYTES)
+    # A base is mostly the previous version of the same path, planned a little earlier: `recent`
+    # saves unpacking it again.
     for item in planned:
         sent_later.discard(item.sha)
-        type_num, raw = store.get_raw(item.sha)
+        raw = recent.get(item.sha)
+        type_num, raw = (item.type_num, raw) if raw is not None else store.get_raw(item.sha)
         entry = PackEntry(item.sha, type_num, raw)
         if item.base is not None and item.base not in sent_later and depth.get(item.base, 0) < MAX_DELTA_DEPTH:
             base_raw = recent.get(item.base) or store.get_raw(item.base)[1]
