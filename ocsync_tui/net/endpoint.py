@@ -83,8 +83,8 @@ class Endpoint:
         self._links: dict[bytes, PeerLink] = {}
         # Files send_blob opened, closed when their transfer ends.
         self._opened_files: dict[tuple[bytes, int], FileBlobSource] = {}
-        self._socket: UdpSocket | None = None
         self._wake_scope: trio.CancelScope | None = None
+        self._woken = False
         self._event_send, self.events = trio.open_memory_channel[Any](event_buffer)
         self.local_address: Address | None = None
 
@@ -170,14 +170,12 @@ class Endpoint:
     async def run(self, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; reports the bound (host, port) once the socket is open."""
         udp = open_udp_socket(self._host, self._port, offload=self._offload)
-        self._socket = udp
         self.local_address = udp.local_address
         try:
             task_status.started(self.local_address)
             await self._serve(udp)
         finally:
             udp.close()
-            self._socket = None
             for link in self._links.values():
                 link.close()
             for key in list(self._opened_files):
@@ -216,7 +214,7 @@ class Endpoint:
                 channel.handle_timer(now)
                 await self._handle_channel_events(now)
             outgoing = channel.datagrams_to_send(now)
-            for link in links.values():
+            for link in list(links.values()):
                 now = clock()
                 timer = link.get_timer()
                 if timer is not None and timer <= now:
@@ -237,10 +235,16 @@ class Endpoint:
             await self._sleep_until(waiter, self._next_deadline())
 
     async def _sleep_until(self, waiter: Waiter, deadline: float) -> None:
+        if self._woken:
+            # A command came while the loop was busy: look at the cores again before sleeping.
+            self._woken = False
+            await trio.lowlevel.checkpoint()
+            return
         with trio.CancelScope() as scope:
             self._wake_scope = scope
             await waiter.wait_until(deadline)
         self._wake_scope = None
+        self._woken = False
 
     def _next_deadline(self) -> float:
         timers = [self._channel.get_timer(), *(link.get_timer() for link in self._links.values())]
@@ -265,6 +269,7 @@ class Endpoint:
             opened.close()
 
     def _wake(self) -> None:
+        self._woken = True
         if self._wake_scope is not None:
             self._wake_scope.cancel()
 

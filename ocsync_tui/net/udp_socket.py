@@ -18,7 +18,7 @@ Datagrams leave with "don't fragment" set, so a datagram too large for the path 
 fragmented (what path MTU probing needs); `max_payload_towards(address)` gives the local route's limit.
 
 API: `open_udp_socket(host, port)` → `UdpSocket` with `local_address`, `send_batch(datagrams)`,
-`receive_batch(max_datagrams)`, `receive_nowait()`, `wait_readable()`, `close()`; `gso_enabled` /
+`receive_batch(max_datagrams)`, `receive_nowait()`, `fileno()`, `close()`; `gso_enabled` /
 `gro_enabled` say what the kernel gave us.
 """
 
@@ -212,9 +212,6 @@ class UdpSocket:
         except BlockingIOError:
             pass
         return batch
-
-    async def wait_readable(self) -> None:
-        await trio.lowlevel.wait_readable(self._sock)
 
     def _drain_into(self, batch: list[tuple[bytes, Address]], max_datagrams: int) -> None:
         sock = self._sock
