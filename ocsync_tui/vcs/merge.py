@@ -49,9 +49,10 @@ class MergeError(OcsyncError):
 class Conflict:
     """One version moved aside so that another could stay at `path`.
 
-    `copy_path` is where the moved version now is; None when `path` is itself a conflict copy, which is
-    never copied again (the newer version stays). `winner` and `loser` are the commits that introduced
-    the kept and the moved version; `winner` is None when what stayed is a folder.
+    `copy_path` is where the moved version now is, named after the original even when `path` is itself
+    a conflict copy; None when both sides edited the same conflict copy and the newer edit superseded
+    the older one. `winner` and `loser` are the commits that introduced the kept and the moved version;
+    `winner` is None when what stayed is a folder.
     """
 
     path: str
@@ -204,8 +205,8 @@ def _is_ancestor_of_any(objects: _Objects, candidate: bytes, descendants: list[b
 
 def _is_newer(objects: _Objects, first: bytes, second: bytes) -> bool:
     """Whether the commit `first` is newer than `second`: by (commit time, device ID), and for two
-    commits of one device in one second by history (a device's own commits form a line, and on a
-    conflict copy the older version is not kept: it must be the one its device replaced)."""
+    commits of one device in one second by history (a device's own commits form a line, and an edit of
+    a conflict copy supersedes the older one: it must be the one its device replaced)."""
     first_key, second_key = _recency(objects, first), _recency(objects, second)
     if first_key != second_key:
         return first_key > second_key
@@ -241,6 +242,23 @@ def _introduced_by(objects: _Objects, heads: list[bytes], path: str, entry: Entr
         else:
             introducers.append(commit_id)
     return max(introducers, key=lambda commit_id: (_recency(objects, commit_id), commit_id))
+
+
+def _held_before(objects: _Objects, commit_id: bytes, path: str, entry: Entry) -> bool:
+    """Whether some commit before `commit_id` had this version of the file at `path`.
+
+    Walks the whole history when none did; asked only for conflicts on conflict copies, which are rare.
+    """
+    pending, seen = list(objects.commit(commit_id).parents), set()
+    while pending:
+        ancestor = pending.pop()
+        if ancestor in seen:
+            continue
+        seen.add(ancestor)
+        if objects.holds(ancestor, path, entry):
+            return True
+        pending.extend(objects.commit(ancestor).parents)
+    return False
 
 
 def _merge_bases(objects: _Objects, a: bytes, b: bytes) -> list[bytes]:
@@ -306,6 +324,8 @@ class _Displaced:
     loser: bytes
     winner: bytes | None
     reason: str
+    superseded: bool = False
+    """A conflict copy both sides edited: the newer edit replaced this one, which is not copied again."""
 
 
 class _Merge:
@@ -335,8 +355,15 @@ class _Merge:
                 virtual = _merge(self.objects, virtual, other, self.depth + 1).head
         return self.objects.files(virtual)
 
-    def _resolve_both_changed(self, path: str, files: list[dict[str, Entry]]) -> tuple[Entry, _Displaced]:
-        """The version to keep at `path`, and the other one as displaced."""
+    def _resolve_both_changed(
+        self, path: str, base: dict[str, Entry], files: list[dict[str, Entry]]
+    ) -> tuple[Entry, _Displaced]:
+        """The version to keep at `path`, and the other one as displaced.
+
+        On a conflict copy that both sides edited from the base's version, the older edit is superseded
+        rather than copied again. Two versions that did not both come from the base's copy (added at the
+        same copy name on two replicas: copy names go down to the second and the device) are both kept.
+        """
         versions = [
             (_introduced_by(self.objects, [head], path, side[path]), side[path])
             for head, side in zip(self.heads, files)
@@ -344,7 +371,13 @@ class _Merge:
         if not _is_newer(self.objects, versions[0][0], versions[1][0]):
             versions.reverse()
         (winner, winner_entry), (loser, loser_entry) = versions
-        return winner_entry, _Displaced(path, loser_entry, loser, winner, BOTH_CHANGED)
+        before = base.get(path)
+        superseded = (
+            conflict_copy_origin(path) is not None
+            and before is not None
+            and all(_held_before(self.objects, introducer, path, before) for introducer, _ in versions)
+        )
+        return winner_entry, _Displaced(path, loser_entry, loser, winner, BOTH_CHANGED, superseded)
 
     def _displace_clashing_names(self, merged: dict[str, Entry]) -> list[_Displaced]:
         """Files where the merged tree has a folder, and all but the first of names a disk sees as one."""
@@ -367,17 +400,21 @@ class _Merge:
         return displaced
 
     def _place_copies(self, merged: dict[str, Entry], displaced: list[_Displaced]) -> list[Conflict]:
-        """Put each displaced version at the first free conflict-copy name, in an order every peer shares;
-        a version displaced from a conflict copy is not copied again."""
+        """Put each displaced version at the first free conflict-copy name, in an order every peer shares.
+
+        A version displaced from a conflict copy is named after the copy's original, never a copy of a
+        copy; a superseded one is not copied at all.
+        """
         # Free on a case-folding, normalising disk too, or the copy would clash there in turn.
         taken = {collision_key(name) for name in merged.keys() | _directories(list(merged))}
         conflicts = []
         for item in sorted(displaced, key=lambda d: (d.path, d.entry)):
-            if item.reason == BOTH_CHANGED and conflict_copy_origin(item.path) is not None:
+            if item.superseded:
                 conflicts.append(Conflict(item.path, None, item.winner, item.loser, item.reason))
                 continue
             loser = self.objects.commit(item.loser)
-            for candidate in conflict_copy_names(item.path, loser.commit_time, _device_id(loser), item.entry[1]):
+            origin = conflict_copy_origin(item.path) or item.path
+            for candidate in conflict_copy_names(origin, loser.commit_time, _device_id(loser), item.entry[1]):
                 if collision_key(candidate) not in taken:
                     break
             taken.add(collision_key(candidate))
@@ -387,10 +424,11 @@ class _Merge:
 
     def run(self) -> tuple[Commit, list[Tree], list[Conflict]]:
         files = [self.objects.files(head) for head in self.heads]
-        merged, both_changed = _three_way(self._base_files(), *files)
+        base = self._base_files()
+        merged, both_changed = _three_way(base, *files)
         displaced = []
         for path in both_changed:
-            merged[path], loser = self._resolve_both_changed(path, files)
+            merged[path], loser = self._resolve_both_changed(path, base, files)
             displaced.append(loser)
         displaced += self._displace_clashing_names(merged)
         conflicts = self._place_copies(merged, displaced)

@@ -213,11 +213,12 @@ def test_a_conflict_copy_made_by_a_merge_is_traced_to_its_author(history: Histor
     edited_copy = history.commit(right, {copy: b"other copy"}, device=DEVICE_C, time=T - 50)
     result = history.merge(first, edited_copy)
     [conflict] = result.conflicts
-    assert (conflict.path, conflict.copy_path, conflict.winner, conflict.loser) == (copy, None, left, edited_copy)
+    assert (conflict.path, conflict.winner, conflict.loser) == (copy, left, edited_copy)
     assert history.files(result.head)[copy] == b"older"
+    assert history.files(result.head)[conflict.copy_path] == b"other copy"
 
 
-def test_a_conflict_on_a_conflict_copy_keeps_the_newer_version_and_makes_no_copy(history: History) -> None:
+def test_a_conflict_copy_edited_on_both_sides_keeps_the_newer_edit_and_makes_no_copy(history: History) -> None:
     copy = f"a.sync-conflict-{STAMP}-{SHORT_A}.txt"
     _, left, right = _fork(history, {copy: b"base"}, {copy: b"older"}, {copy: b"newer"})
     result = history.merge(left, right)
@@ -227,9 +228,38 @@ def test_a_conflict_on_a_conflict_copy_keeps_the_newer_version_and_makes_no_copy
     assert b"kept the newer version" in history.store[result.head].message
 
 
+def test_a_conflict_copy_added_on_two_replicas_keeps_both_versions(history: History) -> None:
+    """One device can make two conflicting versions of a file within one second on two replicas: their
+    copy names are equal. Neither replica had the copy before, so neither version replaced the other."""
+    copy = f"n.sync-conflict-{STAMP}-{SHORT_A}.txt"
+    root = history.commit(None, {"other": b"x"}, device=DEVICE_C, time=T - 100)
+    alice = history.commit(root, {copy: b"from alice"}, device=DEVICE_A, time=T)
+    bob = history.commit(root, {copy: b"from bob"}, device=DEVICE_B, time=T + 1)
+    result = history.merge(alice, bob)
+    assert merge_heads(history.store, bob, alice).head == result.head
+    hashed = f"n.sync-conflict-{STAMP}-{SHORT_A}-{Blob.from_string(b'from alice').id[:7].decode()}.txt"
+    assert history.files(result.head) == {"other": b"x", copy: b"from bob", hashed: b"from alice"}
+    [conflict] = result.conflicts
+    assert (conflict.path, conflict.copy_path, conflict.winner, conflict.loser) == (copy, hashed, bob, alice)
+
+
+def test_a_copy_added_without_the_bases_version_is_kept_beside_an_edit_of_it(history: History) -> None:
+    """The base holds B's copy only because it won an earlier add/add; A's version never replaced it."""
+    copy = f"n.sync-conflict-{STAMP}-{SHORT_A}.txt"
+    root = history.commit(None, {"other": b"x"}, device=DEVICE_C, time=T - 100)
+    from_c = history.commit(root, {copy: b"C's"}, device=DEVICE_C, time=T)
+    edited_by_b = history.commit(from_c, {copy: b"B's edit of C's"}, device=DEVICE_B, time=T + 10)
+    from_a = history.commit(root, {copy: b"A's"}, device=DEVICE_A, time=T + 5)
+    on_a = history.merge(from_a, from_c).head
+    assert history.files(on_a)[copy] == b"A's"
+    files = history.files(history.merge(on_a, edited_by_b).head)
+    assert files[copy] == b"B's edit of C's"
+    assert b"A's" in files.values()
+
+
 def test_two_versions_from_one_device_in_one_second_are_ordered_by_history(history: History) -> None:
     """Both end up as the same conflict copy name on different replicas; the one the device wrote last
-    must stay, even when its commit id sorts first."""
+    stays there, even when its commit id sorts first, and the other moves to the hashed name."""
     root = history.commit(None, {"f": b"r"}, device=DEVICE_C, time=T - 100)
     first = history.commit(root, {"f": b"v1"}, device=DEVICE_A, time=T)
     second = next(
@@ -244,9 +274,10 @@ def test_two_versions_from_one_device_in_one_second_are_ordered_by_history(histo
     assert (history.files(on_b)[copy], history.files(on_c)[copy]) == (b"v1", second_content)
 
     result = history.merge(on_b, on_c)
-    assert history.files(result.head)[copy] == second_content
+    hashed = f"f.sync-conflict-{STAMP}-{SHORT_A}-{Blob.from_string(b'v1').id[:7].decode()}"
+    assert (history.files(result.head)[copy], history.files(result.head)[hashed]) == (second_content, b"v1")
     assert [(c.path, c.copy_path, c.winner, c.loser) for c in result.conflicts if c.path == copy] == [
-        (copy, None, second, first)
+        (copy, hashed, second, first)
     ]
 
 
@@ -260,6 +291,14 @@ def test_names_differing_in_case_keep_the_first_by_bytes(history: History) -> No
     [conflict] = result.conflicts
     assert (conflict.path, conflict.winner, conflict.loser) == ("Readme", right, left)
     assert conflict.reason == NAME_DIFFERS_ONLY_IN_CASE
+
+
+def test_a_conflict_copy_differing_only_in_case_is_renamed_from_its_original(history: History) -> None:
+    lower, upper = f"a.sync-conflict-{STAMP}-{SHORT_A}.txt", f"A.sync-conflict-{STAMP}-{SHORT_A}.txt"
+    _, left, right = _fork(history, {}, {lower: b"lower"}, {upper: b"upper"})
+    files = history.files(history.merge(left, right).head)
+    renamed = f"a.sync-conflict-{STAMP}-{SHORT_A}-{Blob.from_string(b'lower').id[:7].decode()}.txt"
+    assert files == {upper: b"upper", renamed: b"lower"}
 
 
 def test_names_differing_in_unicode_normalisation_collide(history: History) -> None:
@@ -485,7 +524,17 @@ def test_copy_names_survive_times_no_calendar_holds() -> None:
 
 # --- properties: symmetry and convergence over random histories -------------------------------------
 
-PATHS = ["a.txt", "A.txt", "b", "d", "d/e", "d/f"]
+# Users may write files named like conflict copies (a replica of theirs did), also a copy a merge makes.
+PATHS = [
+    "a.txt",
+    "A.txt",
+    "b",
+    "d",
+    "d/e",
+    "d/f",
+    "n.sync-conflict-20240101-000000-ABCDEFG.txt",
+    f"a.sync-conflict-{STAMP}-{SHORT_A}.txt",
+]
 
 
 def _assert_every_name_fits_one_disk(files: dict[str, bytes]) -> None:
@@ -514,6 +563,9 @@ class _Replicas:
         self.heads: list[bytes | None] = [root, root, root]
         self.devices = [DEVICE_A, DEVICE_B, DEVICE_C]
         self.must_survive: dict[bytes, str] = {b"root": "b"} if shared_root else {}
+        # Every path some commit in each replica's history had: an edit of a conflict copy that was
+        # there may be superseded by a newer edit of it elsewhere, by design.
+        self.seen: list[set[str]] = [{"b"} if shared_root else set() for _ in range(3)]
 
     def edit(self, replica: int, path: str, delete: bool, same_second: bool) -> None:
         head = self.heads[replica]
@@ -525,16 +577,18 @@ class _Replicas:
         content = None if delete else f"edit {self.edits} of {path}".encode()
         if path in files:
             self.must_survive.pop(files[path], None)  # seen and replaced by this edit
-        if content is not None:
+        if content is not None and not (conflict_copy_origin(path) and path in self.seen[replica]):
             self.must_survive[content] = path
         self.heads[replica] = self.history.commit(
             head, {path: content}, device=self.devices[replica], time=self.clock
         )
+        self.seen[replica].add(path)
 
     def pull(self, puller: int, giver: int) -> None:
         mine, theirs = self.heads[puller], self.heads[giver]
         if theirs is None:
             return
+        self.seen[puller] |= self.seen[giver]
         if mine is None:
             self.heads[puller] = theirs
             return
@@ -546,6 +600,7 @@ class _Replicas:
         if result.kind == "merge":
             _assert_every_name_fits_one_disk(self.history.files(result.head))
         self.heads[puller] = result.head
+        self.seen[puller] |= self.history.files(result.head).keys()
 
     def converge(self) -> None:
         for _ in range(3):
@@ -578,7 +633,8 @@ def test_replicas_converge_keeping_every_version_nobody_replaced(shared_root: bo
     files = replicas.history.files(final) if final else {}
     for content, path in replicas.must_survive.items():
         places = [p for p, c in files.items() if c == content]
-        assert any(p == path or conflict_copy_origin(p) == path for p in places), (content, path, files)
+        origin = conflict_copy_origin(path) or path
+        assert any(p == path or conflict_copy_origin(p) == origin for p in places), (content, path, files)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
