@@ -1,6 +1,7 @@
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -36,11 +37,15 @@ class Peer:
     """An endpoint in this trio run, with every event it emitted kept for the test to look at."""
 
     def __init__(
-        self, number: int, state_dir: Path, *, accept_offers: bool = True, settings: PeerLinkSettings | None = None
+        self,
+        number: int,
+        state_dir: Path,
+        *,
+        accept_offers: bool = True,
+        settings: PeerLinkSettings | None = None,
+        host: str | None = "127.0.0.1",
     ) -> None:
-        self.endpoint = Endpoint(
-            signing_key(number), state_dir=state_dir, host="127.0.0.1", port=0, link_settings=settings
-        )
+        self.endpoint = Endpoint(signing_key(number), state_dir=state_dir, host=host, port=0, link_settings=settings)
         self.public_key = self.endpoint.public_key
         self.events: list[object] = []
         self.accept_offers = accept_offers
@@ -281,4 +286,22 @@ async def test_files_sent_are_closed_when_their_transfer_ends_or_is_cancelled(tm
         assert open_descriptors() == before
         cancelled = await taker.wait_for(TransferCancelled, timeout=10)
         assert cancelled.transfer_id == second
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_ipv6_and_a_dual_stack_listener(tmp_path: Path) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    async with trio.open_nursery() as nursery:
+        giver = Peer(1, tmp_path / "giver", host="::1")
+        taker = Peer(2, tmp_path / "taker", host=None)
+        await giver.start(nursery)
+        await taker.start(nursery)
+        assert giver.address[0] == "::1"
+        taker.endpoint.add_peer(giver.public_key)
+        giver.endpoint.add_peer(taker.public_key, ("::1", taker.address[1]))
+        blob = os.urandom(300_000)
+        completed = await transfer(giver, taker, blob, timeout=30)
+        assert Path(completed.path).read_bytes() == blob
         nursery.cancel_scope.cancel()
