@@ -157,9 +157,19 @@ class Endpoint:
         self._close_file(public_key, transfer_id)
         self._wake()
 
+    def allow_introduction_from(self, address: Address) -> None:
+        """Answer first contact (an introduction) from this address: a peer added by address alone."""
+        self._channel.allow_introduction_from(address)
+
+    def start_introduction(self, address: Address) -> None:
+        """First contact with a device known only by address; IntroductionCompleted names its key."""
+        self._channel.start_introduction(address, self._now())
+        self._wake()
+
     @property
     def channel(self) -> SecureChannel:
-        """The secure channel core, for commands this driver does not wrap (introductions, queries)."""
+        """The secure channel core, for queries (sessions, endpoints, the unknown-device table).
+        Commands that make it send must go through the Endpoint's methods, which wake the driver."""
         return self._channel
 
     def link(self, public_key: bytes) -> PeerLink:

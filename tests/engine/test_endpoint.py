@@ -12,6 +12,7 @@ import trio
 
 from ocsync_tui.net.endpoint import Endpoint
 from ocsync_tui.net.events import (
+    IntroductionCompleted,
     PathMtuChanged,
     PeerDown,
     PeerEndpointChanged,
@@ -304,4 +305,20 @@ async def test_ipv6_and_a_dual_stack_listener(tmp_path: Path) -> None:
         blob = os.urandom(300_000)
         completed = await transfer(giver, taker, blob, timeout=30)
         assert Path(completed.path).read_bytes() == blob
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_an_introduction_by_address_reveals_the_key_and_grants_no_session(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        newcomer, host = Peer(1, tmp_path / "newcomer"), Peer(2, tmp_path / "host")
+        await newcomer.start(nursery)
+        await host.start(nursery)
+        host.endpoint.allow_introduction_from(newcomer.address)
+        newcomer.endpoint.start_introduction(host.address)
+        learnt = await newcomer.wait_for(IntroductionCompleted, timeout=10)
+        assert learnt.public_key == host.public_key
+        told = await host.wait_for(IntroductionCompleted, timeout=10)
+        assert told.public_key == newcomer.public_key
+        assert not newcomer.of(SessionEstablished) and not host.of(SessionEstablished)
         nursery.cancel_scope.cancel()
