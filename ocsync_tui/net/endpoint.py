@@ -48,7 +48,7 @@ from ocsync_tui.net.events import (
 )
 from ocsync_tui.net.peer_link import PeerLink, PeerLinkSettings
 from ocsync_tui.net.secure_channel import SecureChannel, UnknownPeerError
-from ocsync_tui.net.udp_socket import DEFAULT_PORT, Address, UdpSocket, open_udp_socket
+from ocsync_tui.net.udp_socket import DEFAULT_PORT, Address, UdpSocket, max_payload_towards, open_udp_socket
 from ocsync_tui.net.wakeup import Waiter
 
 _TRANSPORT_TYPE_BYTE = bytes((TRANSPORT,))
@@ -266,9 +266,9 @@ class Endpoint:
             link = self._links.get(getattr(event, "public_key", b""))
             if link is not None:
                 if isinstance(event, SessionEstablished):
-                    link.on_session_established(event.endpoint, now)
+                    link.on_session_established(event.endpoint, max_payload_towards(event.endpoint), now)
                 elif isinstance(event, PeerEndpointChanged):
-                    link.on_path_changed(event.endpoint, now)
+                    link.on_path_changed(event.endpoint, max_payload_towards(event.endpoint), now)
                 elif isinstance(event, SessionLost):
                     link.on_session_lost(now)
             await self._event_send.send(event)

@@ -37,7 +37,7 @@ from ocsync_tui.net.partial_store import PartialStore
 from ocsync_tui.net.pmtu import BASE_PLPMTU, PathMtuProber
 from ocsync_tui.net.secure_channel import TRANSPORT_OVERHEAD, SecureChannel
 from ocsync_tui.net.transfer import DEFAULT_RECEIVE_BUFFER, TransferManager
-from ocsync_tui.net.udp_socket import Address, max_payload_towards
+from ocsync_tui.net.udp_socket import Address
 
 _LIVENESS_FRAMES = frozenset((FrameType.PING, FrameType.PONG))
 _PMTU_FRAMES = frozenset((FrameType.PMTU_PROBE, FrameType.PMTU_PROBE_ACK))
@@ -91,21 +91,23 @@ class PeerLink:
 
     # --- session notices from the driver ----------------------------------------------------------
 
-    def on_session_established(self, endpoint: Address, now: float) -> None:
+    def on_session_established(self, endpoint: Address, route_max: int, now: float) -> None:
+        """`route_max`: the largest datagram the local route towards `endpoint` carries (the driver
+        asks the kernel: udp_socket.max_payload_towards)."""
         self._session_up = True
-        self._start_path_probing(endpoint, now)
+        self._start_path_probing(endpoint, route_max, now)
 
     def on_session_lost(self, now: float) -> None:
         self._session_up = False
 
-    def on_path_changed(self, endpoint: Address, now: float) -> None:
-        self._start_path_probing(endpoint, now)
+    def on_path_changed(self, endpoint: Address, route_max: int, now: float) -> None:
+        self._start_path_probing(endpoint, route_max, now)
 
-    def _start_path_probing(self, endpoint: Address, now: float) -> None:
+    def _start_path_probing(self, endpoint: Address, route_max: int, now: float) -> None:
         if endpoint == self.endpoint and self.pmtu is not None:
             return
         self.endpoint = endpoint
-        local_max = min(max_payload_towards(endpoint), self.settings.max_datagram_size)
+        local_max = min(route_max, self.settings.max_datagram_size)
         if local_max < BASE_PLPMTU:
             self.pmtu = None
             return
