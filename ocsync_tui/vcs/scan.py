@@ -22,7 +22,7 @@ from ocsync_tui.vcs.paths import (
     UnsafePathError,
     validate_tree_path,
 )
-from ocsync_tui.vcs.statcache import QuickKey, StatCache, stat_bytes
+from ocsync_tui.vcs.statcache import StatCache, rows_blob, stat_bytes
 
 _MARKER = os.fsencode(FOLDER_MARKER)
 _GIT_DIR_NAMES = frozenset({b".git", b"git~1"})
@@ -65,7 +65,7 @@ def shown(relpath: bytes) -> str:
     return os.fsdecode(relpath)
 
 
-_NOTHING_TRACKED: dict[bytes, QuickKey] = {}
+_NO_ROWS = (rows_blob([]), 0, 0)
 _U32 = 0xFFFFFFFF
 
 
@@ -83,7 +83,7 @@ class _Walk:
         """Every directory with a tracked file somewhere below it."""
         if self._tracked_dirs is None:
             self._tracked_dirs = set()
-            for directory in self.cache.by_directory:
+            for directory in self.cache.directory_rows:
                 while directory and directory not in self._tracked_dirs:
                     self._tracked_dirs.add(directory)
                     directory = directory.rpartition(b"/")[0]
@@ -95,49 +95,76 @@ class _Walk:
     def walk_directory(self, top: bytes) -> None:
         """Visit every entry below directory `top` (b"" for the root).
 
-        The hot loop of a no-change scan: one lstat and one tuple comparison per unchanged file."""
-        by_directory = self.cache.by_directory
+        The hot loop of a no-change scan: one lstat per file, and per directory one comparison of its
+        sorted (name, *quick key) rows with the cached ones. Only a directory whose rows differ, or whose
+        newest file is racy, is compared file by file."""
+        directory_rows = self.cache.directory_rows
         written_ns = self.cache.written_ns
         stack = [top]
         while stack:
             directory = stack.pop()
             self.visited.add(directory)
-            known = by_directory.get(directory, _NOTHING_TRACKED)
             prefix = directory + b"/" if directory else b""
             try:
-                listing = os.scandir(self.root + b"/" + directory if directory else self.root)
+                with os.scandir(self.root + b"/" + directory if directory else self.root) as listing:
+                    entries = list(listing)
             except OSError as error:
                 self.directory_unreadable(directory, error)
                 continue
-            found = []
-            with listing:
-                for entry in listing:
-                    name = entry.name
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            if self.wants_directory(prefix + name, name, directory):
-                                stack.append(prefix + name)
-                            continue
-                        st = entry.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        if name in known:
-                            found.append(name)  # gone mid-scan: the next scan decides, not this one
-                        self.skip(prefix + name, "vanished during the scan")
+            subdirectories = []
+            rows = []
+            append = rows.append
+            try:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        subdirectories.append(entry.name)
                         continue
-                    key = known.get(name)
-                    if key is None:
-                        self.visit_untracked(prefix + name, name, directory, st)
-                        continue
-                    found.append(name)
-                    if (
-                        key == (st.st_mtime_ns, st.st_ctime_ns, st.st_size & _U32, st.st_ino & _U32)
-                        and st.st_mtime_ns < written_ns
-                    ):
-                        continue
-                    self.visit_tracked(prefix + name, st)
-            if len(found) != len(known):
-                present = set(found)
-                self.result.missing.extend(prefix + name for name in known if name not in present)
+                    st = entry.stat(follow_symlinks=False)  # cached in the entry for compare_entries
+                    append((entry.name, st.st_mtime_ns, st.st_ctime_ns, st.st_size & _U32, st.st_ino & _U32))
+            except FileNotFoundError:
+                rows = None  # gone mid-scan: compare_entries says which
+            cached_rows, newest_ns, _ = directory_rows.get(directory, _NO_ROWS)
+            if rows is not None and newest_ns < written_ns and rows_blob(rows) == cached_rows:
+                for name in subdirectories:
+                    if self.wants_directory(prefix + name, name, directory):
+                        stack.append(prefix + name)
+            else:
+                stack.extend(self.compare_entries(directory, prefix, entries))
+
+    def compare_entries(self, directory: bytes, prefix: bytes, entries: list[os.DirEntry]) -> list[bytes]:
+        """Compare each entry of a directory with the stat cache; return the subdirectories to walk."""
+        known = self.cache.tracked_in(directory)
+        written_ns = self.cache.written_ns
+        subdirectories = []
+        found = []
+        for entry in entries:
+            name = entry.name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if self.wants_directory(prefix + name, name, directory):
+                        subdirectories.append(prefix + name)
+                    continue
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                if name in known:
+                    found.append(name)  # gone mid-scan: the next scan decides, not this one
+                self.skip(prefix + name, "vanished during the scan")
+                continue
+            key = known.get(name)
+            if key is None:
+                self.visit_untracked(prefix + name, name, directory, st)
+                continue
+            found.append(name)
+            if (
+                key == (st.st_mtime_ns, st.st_ctime_ns, st.st_size & _U32, st.st_ino & _U32)
+                and st.st_mtime_ns < written_ns
+            ):
+                continue
+            self.visit_tracked(prefix + name, st)
+        if len(found) != len(known):
+            present = set(found)
+            self.result.missing.extend(prefix + name for name in known if name not in present)
+        return subdirectories
 
     def wants_directory(self, relpath: bytes, name: bytes, parent: bytes) -> bool:
         if name.lower() in _GIT_DIR_NAMES:
@@ -200,13 +227,13 @@ class _Walk:
             self.missing_file(parent, name)  # a tracked file may have become this directory
             if self.wants_directory(relpath, name, parent):
                 self.walk_directory(relpath)
-        elif name in self.cache.by_directory.get(parent, _NOTHING_TRACKED):
+        elif name in self.cache.tracked_in(parent):
             self.visit_tracked(relpath, st)
         else:
             self.visit_untracked(relpath, name, parent, st)
 
     def missing_file(self, parent: bytes, name: bytes) -> None:
-        if name in self.cache.by_directory.get(parent, _NOTHING_TRACKED):
+        if name in self.cache.tracked_in(parent):
             self.result.missing.append(parent + b"/" + name if parent else name)
 
     def directory_unreadable(self, directory: bytes, error: OSError) -> None:
@@ -220,13 +247,14 @@ class _Walk:
         if b"" in self.unknown_dirs:
             return
         within = None if scope is None else tuple(path + b"/" for path in scope)
-        for directory, known in self.cache.by_directory.items():
+        for directory in self.cache.directory_rows:
             if directory in self.visited or directory in self.unknown_dirs:
                 continue
             if unknown and (directory + b"/").startswith(unknown):
                 continue
             if within is not None and directory not in scope and not directory.startswith(within):
                 continue
+            known = self.cache.tracked_in(directory)
             self.result.missing.extend(directory + b"/" + name if directory else name for name in known)
 
 

@@ -12,10 +12,12 @@ invalid or different tree id means git (or a crash between moving main and writi
 the entries since we wrote them; the committer then reconciles them with HEAD's tree before trusting them.
 
 Parsing 100,000 index entries in Python takes longer than walking the folder, so beside the index lies
-`ocsync-statcache`: what a no-change scan needs (the tree id and each directory's quick stat keys) as one
-marshal blob, tagged with the size, mtime, inode and checksum of the index it was made from. It is used
-only while the index is exactly that file; otherwise the index is parsed and the blob remade. The
-entries themselves are parsed from the index only when a scan finds something to commit.
+`ocsync-statcache`: what a no-change scan needs (the tree id and, per directory, its rows: the sorted
+(name, mtime_ns, ctime_ns, size, inode) of its tracked files, kept marshalled so that loading it creates
+no per-file objects and a walk compares a whole directory as one bytes comparison), tagged with the size,
+mtime, inode and checksum of the index it was made from. It is used only while the index is exactly that
+file; otherwise the index is parsed and the blob remade. The entries themselves are parsed from the index
+only when a scan finds something to commit.
 The cache is only ever a cache: losing it costs re-reading files, never a change.
 """
 
@@ -41,8 +43,17 @@ _U32 = 0xFFFFFFFF
 
 QuickKey = tuple[int, int, int, int]
 Entries = dict[bytes, tuple[bytes, bytes]]
+# directory -> (its rows as `rows_blob` makes them, the newest mtime_ns among them, how many)
+DirectoryRows = dict[bytes, tuple[bytes, int, int]]
 SIDECAR_NAME = "ocsync-statcache"
-_SIDECAR_FORMAT = 1
+_SIDECAR_FORMAT = 2
+_ROWS_MARSHAL_VERSION = 2  # no back-references: the same rows always marshal to the same bytes
+
+
+def rows_blob(rows: list[tuple[bytes, int, int, int, int]]) -> bytes:
+    """One directory's (name, *QuickKey) rows, sorted in place, as bytes equal for equal rows."""
+    rows.sort()
+    return marshal.dumps(rows, _ROWS_MARSHAL_VERSION)
 
 
 class StatCache:
@@ -55,14 +66,15 @@ class StatCache:
         tree_id: bytes | None = None,
         written_ns: int = 0,
         *,
-        by_directory: dict[bytes, dict[bytes, QuickKey]] | None = None,
+        directory_rows: DirectoryRows | None = None,
         parse_entries: Callable[[], Entries] | None = None,
     ) -> None:
         self._entries = entries if entries is not None or parse_entries else {}
         self._parse_entries = parse_entries
         self.tree_id = tree_id
         self.written_ns = written_ns
-        self._by_directory = by_directory
+        self._directory_rows = directory_rows
+        self._tracked: dict[bytes, dict[bytes, QuickKey]] = {}
 
     @property
     def entries(self) -> Entries:
@@ -72,31 +84,46 @@ class StatCache:
         return self._entries
 
     @property
+    def directory_rows(self) -> DirectoryRows:
+        """directory (b"" for the root) -> its tracked files' rows (see `rows_blob`), their newest
+        mtime_ns and their count: what a walk compares a whole directory listing with."""
+        if self._directory_rows is None:
+            self._directory_rows = _directory_rows(self.entries)
+        return self._directory_rows
+
+    def tracked_in(self, directory: bytes) -> dict[bytes, QuickKey]:
+        """File name -> the quick key of its entry: (mtime_ns, ctime_ns, size, inode), truncated as the
+        index holds them; what a walk compares one lstat with. Empty for a directory with none."""
+        tracked = self._tracked.get(directory)
+        if tracked is None:
+            rows = self.directory_rows.get(directory)
+            tracked = {} if rows is None else {row[0]: row[1:] for row in marshal.loads(rows[0])}
+            self._tracked[directory] = tracked
+        return tracked
+
+    @property
     def by_directory(self) -> dict[bytes, dict[bytes, QuickKey]]:
-        """directory (b"" for the root) -> file name -> the quick key of its entry: (mtime_ns,
-        ctime_ns, size, inode), truncated as the index holds them; what a walk compares an lstat with."""
-        if self._by_directory is None:
-            self._by_directory = _by_directory(self.entries)
-        return self._by_directory
+        """Every directory with tracked files -> `tracked_in(directory)`."""
+        return {directory: self.tracked_in(directory) for directory in self.directory_rows}
 
     def tracked_count(self) -> int:
         if self._entries is None:
-            return sum(len(names) for names in self.by_directory.values())
+            return sum(count for _, _, count in self.directory_rows.values())
         return len(self._entries)
 
 
-def _by_directory(entries: Entries) -> dict[bytes, dict[bytes, QuickKey]]:
-    result: dict[bytes, dict[bytes, QuickKey]] = {}
+def _directory_rows(entries: Entries) -> DirectoryRows:
+    rows_by_directory: dict[bytes, list[tuple[bytes, int, int, int, int]]] = {}
     for path, (stat, _) in entries.items():
         directory, _, name = path.rpartition(b"/")
         ctime_s, ctime_ns, mtime_s, mtime_ns, _, ino, _, _, _, size = _STAT.unpack(stat)
-        result.setdefault(directory, {})[name] = (
-            mtime_s * 1_000_000_000 + mtime_ns,
-            ctime_s * 1_000_000_000 + ctime_ns,
-            size,
-            ino,
+        rows_by_directory.setdefault(directory, []).append(
+            (name, mtime_s * 1_000_000_000 + mtime_ns, ctime_s * 1_000_000_000 + ctime_ns, size, ino)
         )
-    return result
+    return {
+        directory: (rows_blob(rows), max(row[1] for row in rows), len(rows))
+        for directory, rows in rows_by_directory.items()
+    }
 
 
 def stat_bytes(st: os.stat_result, git_mode: int) -> bytes:
@@ -149,12 +176,12 @@ def load_stat_cache(git_dir: str | os.PathLike[str]) -> StatCache:
         return StatCache()
     sidecar = _read_sidecar(Path(git_dir), identity, data[-20:])
     if sidecar is not None:
-        tree_id, by_directory = sidecar
+        tree_id, directory_rows = sidecar
         return StatCache(
             None,
             tree_id,
             identity.st_mtime_ns,
-            by_directory=by_directory,
+            directory_rows=directory_rows,
             parse_entries=lambda: _parse_or_empty(data, path)[0],
         )
     entries, tree_id = _parse_or_empty(data, path)
@@ -195,19 +222,19 @@ def _sidecar_tag(identity: os.stat_result, checksum: bytes) -> tuple:
 
 def _read_sidecar(
     git_dir: Path, identity: os.stat_result, checksum: bytes
-) -> tuple[bytes | None, dict[bytes, dict[bytes, QuickKey]]] | None:
+) -> tuple[bytes | None, DirectoryRows] | None:
     try:
-        tag, tree_id, by_directory = marshal.loads((git_dir / SIDECAR_NAME).read_bytes())
+        tag, tree_id, directory_rows = marshal.loads((git_dir / SIDECAR_NAME).read_bytes())
     except (OSError, EOFError, ValueError, TypeError):
         return None
     if tag != _sidecar_tag(identity, checksum):
         return None
-    return tree_id, by_directory
+    return tree_id, directory_rows
 
 
 def _write_sidecar(git_dir: Path, identity: os.stat_result, checksum: bytes, cache: StatCache) -> None:
     """Best effort: without it the next scan parses the index instead."""
-    blob = marshal.dumps((_sidecar_tag(identity, checksum), cache.tree_id, cache.by_directory))
+    blob = marshal.dumps((_sidecar_tag(identity, checksum), cache.tree_id, cache.directory_rows))
     temp = git_dir / (SIDECAR_NAME + ".tmp")
     try:
         temp.write_bytes(blob)
