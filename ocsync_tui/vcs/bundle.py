@@ -134,7 +134,7 @@ def create_bundle(folder: FolderLike, since: list[str], out: Path) -> BundleInfo
 
 
 def _unreadable_history_message(folder_path: Path, reason: str) -> str:
-    return f"{folder_path}: cannot read the folder's history to bundle it ({reason}); run git fsck in the folder"
+    return f"{folder_path}: cannot read the folder's history ({reason}); run git fsck in the folder"
 
 
 def _write_bundle(repo: Repo, head: bytes, excluded: list[bytes], out: Path) -> BundleInfo:
@@ -375,7 +375,8 @@ def quarantined_import(folder: FolderLike, bundle_path: Path) -> Iterator[Import
         raise BundleError(f"{bundle_path}: cannot read the bundle ({error.strerror})") from error
     with bundle_file:
         prerequisites, head = _read_header(bundle_file, bundle_path)
-        missing = [sha for sha in prerequisites if not _is_commit(main_store, sha)]
+        with _failures_as_bundle_error(partial(_unreadable_history_message, folder.path), passed=(OSError,)):
+            missing = [sha for sha in prerequisites if not _is_commit(main_store, sha)]
         if missing:
             raise MissingPrerequisites(bundle_path, [sha.decode("ascii") for sha in missing])
         quarantine = Path(tempfile.mkdtemp(dir=git_dir, prefix=QUARANTINE_PREFIX))

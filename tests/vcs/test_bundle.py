@@ -729,3 +729,20 @@ def test_a_damaged_repository_gives_a_bundle_error_not_a_crash(tmp_path: Path, d
         create_bundle(source, [commits[0].decode()], out)
     assert "\n" not in str(caught.value)
     assert not out.exists() and list(tmp_path.glob(".out.bundle.*")) == []
+
+
+def test_a_damaged_receiving_repository_gives_a_bundle_error_not_a_crash(tmp_path: Path) -> None:
+    states = [{b"a": _X}, {b"a": _Y}]
+    source = new_folder(tmp_path / "source")
+    commits = commit_states(source, states)
+    out = tmp_path / "thin.bundle"
+    create_bundle(source, [commits[0].decode()], out)
+    receiver = new_folder(tmp_path / "receiver")
+    assert commit_states(receiver, states[:1]) == commits[:1]
+    loose = receiver.git_dir / "objects" / commits[0][:2].decode() / commits[0][2:].decode()
+    os.chmod(loose, 0o644)
+    loose.write_bytes(b"x\x9c not zlib at all")
+    with pytest.raises(BundleError, match="cannot read the folder's history"):
+        with quarantined_import(receiver, out):
+            pass
+    assert quarantines(receiver) == []
