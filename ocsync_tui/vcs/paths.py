@@ -38,7 +38,8 @@ _HFS_IGNORED = dict.fromkeys(
 _GIT = re.compile(r"\.git|git~1")
 _GITMODULES = re.compile(r"\.gitmodules|gitmod~[1-4]|gi7eba~[1-9][0-9]*")
 _MARKER = re.compile(re.escape(FOLDER_MARKER) + r"|ocsync~[1-4]")
-_WORD_IN_ALIASED_NAMES = re.compile(rb"git|gi7eba|ocsync", re.IGNORECASE)  # an ASCII name without matches none
+# An ASCII name without one of these words is none of the names refused below (temp names included).
+_WORD_IN_ALIASED_NAMES = re.compile(rb"git|gi7eba|ocsync", re.IGNORECASE)
 _TREE_OBJECT_TYPE = Tree.type_num
 _TOO_LONG = f"longer than {PATH_MAX_BYTES} bytes, more than a system call accepts"
 _TOO_DEEP = f"folders nested {DEFAULT_MAX_TREE_DEPTH} deep or more, deeper than git tools walk"
@@ -82,6 +83,11 @@ def _refusal(name: bytes, *, top_level: bool, mode: int) -> str | None:
         return f"{name.decode()!r} is not a file name"
     if name.isascii() and not _WORD_IN_ALIASED_NAMES.search(name):
         return None  # the common case, kept fast: a folder's tree is checked name by name on every merge
+    # Imported here: checkout imports this module (through disk_naming).
+    from ocsync_tui.vcs.checkout import is_temp_name
+
+    if is_temp_name(name):
+        return "names like it are ocsync's temp files, which the scanner never sees"
     try:
         text = name.decode("utf-8")
     except UnicodeDecodeError:

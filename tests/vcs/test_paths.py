@@ -17,6 +17,7 @@ from ocsync_tui.vcs.paths import (
     validate_tree,
     validate_tree_path,
 )
+from ocsync_tui.vcs.checkout import is_temp_name, temp_name
 from tests.vcs.history_builder import write_unchecked_object
 
 
@@ -38,6 +39,8 @@ from tests.vcs.history_builder import write_unchecked_object
         b"ocsync~5",
         b"sub/ocsync~1",
         b"x" * 255,
+        b".OCSYNC-TMP-0123456789abcdef",
+        b"x.ocsync-tmp-0123456789abcdef",
     ],
 )
 def test_ordinary_paths_are_accepted(path: bytes) -> None:
@@ -78,6 +81,9 @@ def test_ordinary_paths_are_accepted(path: bytes) -> None:
         (b"ocsync~1", "folder marker"),
         (b"dir/" + b"x" * 256, "longer than 255 bytes"),
         (b"OCSYNC~4", "folder marker"),
+        (temp_name(b"a.txt"), "temp files"),
+        (b"dir/" + temp_name(b"x") + b"/f", "temp files"),
+        (b".ocsync-tmp-", "temp files"),
     ],
 )
 def test_unsafe_paths_are_refused_with_a_one_line_message_naming_them(path: bytes, reason: str) -> None:
@@ -193,6 +199,20 @@ def test_the_folder_marker_is_refused_only_at_the_top(store: MemoryObjectStore, 
         validate_tree(store, root)
 
 
+def test_a_temp_file_name_is_refused_at_any_depth_exactly_as_the_scanner_ignores_it(
+    store: MemoryObjectStore, blob_id: bytes
+) -> None:
+    """The scanner never sees a name like checkout's temp files: a peer could plant content nobody sees."""
+    planted = temp_name(b"x")
+    assert is_temp_name(planted)
+    inner = _raw_tree(store, [(planted, 0o100644, blob_id)])
+    root = _raw_tree(store, [(b"sub", 0o40000, inner)])
+    with pytest.raises(UnsafePathError, match="temp files"):
+        validate_tree(store, root)
+    assert not is_temp_name(b".OCSYNC-TMP-x")
+    validate_tree(store, _raw_tree(store, [(b".OCSYNC-TMP-x", 0o100644, blob_id)]))
+
+
 def test_a_file_and_a_directory_of_one_name_are_refused(store: MemoryObjectStore, blob_id: bytes) -> None:
     inner = _raw_tree(store, [(b"x", 0o100644, blob_id)])
     root = _raw_tree(store, [(b"a", 0o120000, blob_id), (b"a", 0o40000, inner)])
@@ -270,7 +290,7 @@ def test_every_name_real_git_refuses_we_refuse_too(tmp_path) -> None:
     assert not refused_by_us & {b"ok.txt", b".gitignore", b"git~2", b".gitx"}
 
 
-_tricky_component = st.text(alphabet=".gitGIT~1 :\\\u200c\ufeffocsyn-fldermu", min_size=1, max_size=14)
+_tricky_component = st.text(alphabet=".gitGIT~1 :\\\u200c\ufeffocsyn-fldermup", min_size=1, max_size=14)
 
 
 @settings(max_examples=200, deadline=None)
