@@ -10,6 +10,7 @@ A directory the walk cannot list makes its tracked files unknown, never deleted.
 import errno
 import os
 import stat
+import sys
 from dataclasses import dataclass, field
 
 from ocsync_tui.vcs.checkout import is_temp_name
@@ -66,6 +67,8 @@ def shown(relpath: bytes) -> str:
 
 
 _NO_ROWS = (rows_blob([]), 0, 0)
+_FS_ENCODING = sys.getfilesystemencoding()
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _U32 = 0xFFFFFFFF
 
 
@@ -106,39 +109,48 @@ class _Walk:
             self.visited.add(directory)
             prefix = directory + b"/" if directory else b""
             try:
-                with os.scandir(self.root + b"/" + directory if directory else self.root) as listing:
-                    entries = list(listing)
+                # Listed through a descriptor, so each lstat resolves one name, not the whole path; and
+                # a directory swapped for a symlink since its parent was listed is not followed.
+                fd = os.open(self.root + b"/" + directory if directory else self.root, _DIRECTORY_FLAGS)
             except OSError as error:
                 self.directory_unreadable(directory, error)
                 continue
-            subdirectories = []
-            rows = []
-            append = rows.append
             try:
-                for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        subdirectories.append(entry.name)
-                        continue
-                    st = entry.stat(follow_symlinks=False)  # cached in the entry for compare_entries
-                    append((entry.name, st.st_mtime_ns, st.st_ctime_ns, st.st_size & _U32, st.st_ino & _U32))
-            except FileNotFoundError:
-                rows = None  # gone mid-scan: compare_entries says which
-            cached_rows, newest_ns, _ = directory_rows.get(directory, _NO_ROWS)
-            if rows is not None and newest_ns < written_ns and rows_blob(rows) == cached_rows:
-                for name in subdirectories:
-                    if self.wants_directory(prefix + name, name, directory):
-                        stack.append(prefix + name)
-            else:
-                stack.extend(self.compare_entries(directory, prefix, entries))
+                with os.scandir(fd) as listing:
+                    entries = list(listing)
+                subdirectories = []
+                rows = []
+                append = rows.append
+                try:
+                    for entry in entries:
+                        if entry.is_dir(follow_symlinks=False):
+                            subdirectories.append(entry.name)
+                            continue
+                        st = entry.stat(follow_symlinks=False)  # kept in the entry for compare_entries
+                        name = entry.name.encode(_FS_ENCODING, "surrogateescape")  # as os.fsencode
+                        append((name, st.st_mtime_ns, st.st_ctime_ns, st.st_size & _U32, st.st_ino & _U32))
+                except FileNotFoundError:
+                    rows = None  # gone mid-scan: compare_entries says which
+                cached_rows, newest_ns, _ = directory_rows.get(directory, _NO_ROWS)
+                if rows is not None and newest_ns < written_ns and rows_blob(rows) == cached_rows:
+                    for name in map(os.fsencode, subdirectories):
+                        if self.wants_directory(prefix + name, name, directory):
+                            stack.append(prefix + name)
+                else:
+                    stack.extend(self.compare_entries(directory, prefix, entries))
+            except OSError as error:
+                self.directory_unreadable(directory, error)
+            finally:
+                os.close(fd)
 
-    def compare_entries(self, directory: bytes, prefix: bytes, entries: list[os.DirEntry]) -> list[bytes]:
+    def compare_entries(self, directory: bytes, prefix: bytes, entries: list[os.DirEntry[str]]) -> list[bytes]:
         """Compare each entry of a directory with the stat cache; return the subdirectories to walk."""
         known = self.cache.tracked_in(directory)
         written_ns = self.cache.written_ns
         subdirectories = []
         found = []
         for entry in entries:
-            name = entry.name
+            name = os.fsencode(entry.name)
             try:
                 if entry.is_dir(follow_symlinks=False):
                     if self.wants_directory(prefix + name, name, directory):

@@ -490,14 +490,14 @@ def test_an_unreadable_directory_never_turns_into_deletions(folder_root, identit
     write(folder_root, "locked/deeper/g.txt", "below the unreadable directory\n")
     write(folder_root, "open.txt", "open\n")
     init_folder(folder_root, identity)
-    real_scandir = os.scandir
+    real_open = os.open
 
-    def scandir_refusing_locked(path):
+    def open_refusing_locked(path, flags, *args, **kwargs):
         if os.fsencode(path).endswith(b"/locked"):
             raise PermissionError(13, "Permission denied", path)
-        return real_scandir(path)
+        return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(os, "scandir", scandir_refusing_locked)
+    monkeypatch.setattr(os, "open", open_refusing_locked)  # root reads any directory, whatever its mode
     write(folder_root, "open.txt", "open, edited\n")
     report = commit_pending(FolderRepo.open(folder_root), identity)
     assert [(r.action, r.path) for r in report.committed] == [("modify", "open.txt")]
