@@ -29,7 +29,7 @@ from dulwich.objects import Commit, ShaFile, Tree
 
 from ocsync_tui.errors import OcsyncError
 from ocsync_tui.vcs.conflict_names import conflict_copy_names, conflict_copy_origin
-from ocsync_tui.vcs.paths import DIRECTORY_MODE, collision_key, validate_tree
+from ocsync_tui.vcs.paths import DIRECTORY_MODE, ValidatedTrees, collision_key, validate_tree
 
 MERGE_IDENTITY = b"ocsync <merge@ocsync.invalid>"
 
@@ -497,8 +497,9 @@ def merge_heads(object_store: BaseObjectStore, ours: bytes, theirs: bytes) -> Me
     an object the merge needs is missing. merge_heads(s, a, b) and merge_heads(s, b, a) give one head.
     """
     objects = _Objects(object_store)
+    known_valid = ValidatedTrees()  # the two heads share most of their subtrees
     for head in (ours, theirs):
-        validate_tree(object_store, objects.commit(head).tree)
+        validate_tree(object_store, objects.commit(head).tree, known_valid=known_valid)
     result = _merge(objects, ours, theirs)
     new_objects = [obj for obj in result.new_objects if obj.id not in object_store]
     return MergeResult(result.kind, result.head, new_objects, result.conflicts)

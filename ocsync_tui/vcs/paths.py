@@ -148,11 +148,45 @@ def _tree_entries(object_store: BaseObjectStore, tree_id: bytes, where: bytes) -
     return entries
 
 
-def validate_tree(object_store: BaseObjectStore, tree_id: bytes) -> None:
-    """Raise UnsafePathError unless every entry below `tree_id` may be written to a synced folder."""
+class ValidatedTrees:
+    """Trees validate_tree found valid, each with the place it was checked at.
+
+    The checks of a tree's entries depend on its place only through the limits on depth and path length
+    and through the names refused at the top alone, so a tree valid at one place is valid at any place
+    no deeper and with no longer a path to it, a root only as a root. Across the many commits of a
+    bundle, which share most subtrees at the same places, each tree is then read and checked once.
+    """
+
+    def __init__(self) -> None:
+        self._places: dict[bytes, tuple[int, int]] = {}
+
+    def covers(self, tree_id: bytes, depth: int, prefix_length: int) -> bool:
+        place = self._places.get(tree_id)
+        if place is None:
+            return False
+        checked_depth, checked_prefix_length = place
+        same_kind = (depth == 0) == (checked_depth == 0)
+        return same_kind and depth <= checked_depth and prefix_length <= checked_prefix_length
+
+    def record(self, tree_id: bytes, depth: int, prefix_length: int) -> None:
+        self._places[tree_id] = (depth, prefix_length)
+
+
+def validate_tree(
+    object_store: BaseObjectStore, tree_id: bytes, *, known_valid: ValidatedTrees | None = None
+) -> None:
+    """Raise UnsafePathError unless every entry below `tree_id` may be written to a synced folder.
+
+    With `known_valid`, trees it covers at their place here are not read again, and once the whole tree
+    is found valid every tree read is recorded into it.
+    """
+    checked: list[tuple[bytes, int, int]] = []
     pending = [(tree_id, b"", 0)]
     while pending:
         current_id, prefix, depth = pending.pop()
+        if known_valid is not None and known_valid.covers(current_id, depth, len(prefix)):
+            continue
+        checked.append((current_id, depth, len(prefix)))
         if depth >= DEFAULT_MAX_TREE_DEPTH:
             # dulwich's tree walks stop there with their own exception; refuse first, with ours.
             raise UnsafePathError(f"refusing path {_shown(prefix[:60])}…: {_TOO_DEEP}")
@@ -169,6 +203,9 @@ def validate_tree(object_store: BaseObjectStore, tree_id: bytes) -> None:
                 raise UnsafePathError(f"refusing path {_shown(path)}: {reason}")
             if mode == DIRECTORY_MODE:
                 pending.append((sha, path + b"/", depth + 1))
+    if known_valid is not None:
+        for place in checked:
+            known_valid.record(*place)
 
 
 def collision_key(path: str) -> str:

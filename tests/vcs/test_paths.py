@@ -13,6 +13,7 @@ from ocsync_tui.errors import OcsyncError
 from ocsync_tui.vcs.paths import (
     SYMLINK_MODE,
     UnsafePathError,
+    ValidatedTrees,
     collision_key,
     validate_tree,
     validate_tree_path,
@@ -211,6 +212,62 @@ def test_a_temp_file_name_is_refused_at_any_depth_exactly_as_the_scanner_ignores
         validate_tree(store, root)
     assert not is_temp_name(b".OCSYNC-TMP-x")
     validate_tree(store, _raw_tree(store, [(b".OCSYNC-TMP-x", 0o100644, blob_id)]))
+
+
+def _copy_of(store: MemoryObjectStore, *object_ids: bytes) -> MemoryObjectStore:
+    copy = MemoryObjectStore()
+    for object_id in object_ids:
+        copy.add_object(store[object_id])
+    return copy
+
+
+def test_known_valid_subtrees_are_not_read_again_but_new_trees_are(store: MemoryObjectStore, blob_id: bytes) -> None:
+    known_valid = ValidatedTrees()
+    subtree = _raw_tree(store, [(b"f", 0o100644, blob_id)])
+    validate_tree(store, _raw_tree(store, [(b"sub", 0o40000, subtree)]), known_valid=known_valid)
+    next_root = _raw_tree(store, [(b"new", 0o100644, blob_id), (b"sub", 0o40000, subtree)])
+    only_the_new_root = _copy_of(store, next_root)
+    validate_tree(only_the_new_root, next_root, known_valid=known_valid)
+    with pytest.raises(UnsafePathError, match="missing"):
+        validate_tree(only_the_new_root, next_root)
+
+    hostile_subtree = _raw_tree(store, [(b".git", 0o100644, blob_id)])
+    hostile_root = _raw_tree(store, [(b"other", 0o40000, hostile_subtree), (b"sub", 0o40000, subtree)])
+    with pytest.raises(UnsafePathError, match=".git"):
+        validate_tree(store, hostile_root, known_valid=known_valid)
+
+
+def test_a_tree_that_failed_is_not_recorded_as_valid(store: MemoryObjectStore, blob_id: bytes) -> None:
+    known_valid = ValidatedTrees()
+    subtree = _raw_tree(store, [(b"f", 0o100644, blob_id)])
+    hostile = _raw_tree(store, [(b"..", 0o100644, blob_id)])
+    # Checked after `z`: its valid subtree is read first.
+    hostile_root = _raw_tree(store, [(b"a", 0o40000, hostile), (b"z", 0o40000, subtree)])
+    with pytest.raises(UnsafePathError):
+        validate_tree(store, hostile_root, known_valid=known_valid)
+    root = _raw_tree(store, [(b"z", 0o40000, subtree)])
+    with pytest.raises(UnsafePathError, match="missing"):
+        validate_tree(_copy_of(store, root), root, known_valid=known_valid)
+    validate_tree(store, root, known_valid=known_valid)
+    validate_tree(_copy_of(store, root), root, known_valid=known_valid)
+
+
+def test_a_known_subtree_at_a_new_place_gets_the_checks_that_depend_on_the_place(
+    store: MemoryObjectStore, blob_id: bytes
+) -> None:
+    known_valid = ValidatedTrees()
+    marker_inside = _raw_tree(store, [(b".ocsync-folder", 0o100644, blob_id)])
+    validate_tree(store, _raw_tree(store, [(b"sub", 0o40000, marker_inside)]), known_valid=known_valid)
+    with pytest.raises(UnsafePathError, match="folder marker"):
+        validate_tree(store, marker_inside, known_valid=known_valid)
+
+    long_name = _raw_tree(store, [(b"b" * 255, 0o100644, blob_id)])
+    validate_tree(store, _raw_tree(store, [(b"a", 0o40000, long_name)]), known_valid=known_valid)
+    deep = _raw_tree(store, [(b"e", 0o40000, long_name)])
+    for _ in range(20):
+        deep = _raw_tree(store, [(b"d" * 200, 0o40000, deep)])
+    with pytest.raises(UnsafePathError, match="longer than 4096 bytes"):
+        validate_tree(store, deep, known_valid=known_valid)
 
 
 def test_a_file_and_a_directory_of_one_name_are_refused(store: MemoryObjectStore, blob_id: bytes) -> None:
