@@ -165,6 +165,22 @@ class _Objects:
             tree_id = tree[directory][1]
         return _has_serialized_entry(self._serialized_tree(tree_id), name, entry)
 
+    def places_of(self, commit_id: bytes, origin: str, entry: Entry) -> list[str]:
+        """Where the commit has this version of the file: at `origin` or at a conflict copy of it."""
+        tree_id = self.commit(commit_id).tree
+        directory, slash, _ = origin.rpartition("/")
+        for name in directory.encode("utf-8", "surrogateescape").split(b"/") if slash else []:
+            tree = self.tree(tree_id)
+            if name not in tree or tree[name][0] != DIRECTORY_MODE:
+                return []
+            tree_id = tree[name][1]
+        places = []
+        for item in self.tree(tree_id).iteritems():
+            place = directory + slash + item.path.decode("utf-8", "surrogateescape")
+            if (item.mode, item.sha) == entry and origin in (place, conflict_copy_origin(place)):
+                places.append(place)
+        return places
+
     def files(self, commit_id: bytes) -> dict[str, Entry]:
         files: dict[str, Entry] = {}
         pending = [(self.commit(commit_id).tree, "")]
@@ -222,7 +238,8 @@ def _introduced_by(objects: _Objects, heads: list[bytes], path: str, entry: Entr
 
     A commit whose parent already had the version did not touch the path. A version that no parent of
     an ocsync merge commit had at `path` is a conflict copy that merge made: the walk follows it to
-    the path the copy is named after, so the copy keeps the time and device of its real author.
+    the path the copy is named after or to another copy of that path, so the copy keeps the time and
+    device of its real author.
     """
     pending = [(head, path) for head in heads if objects.holds(head, path, entry)]
     seen: set[tuple[bytes, str]] = set()
@@ -236,7 +253,10 @@ def _introduced_by(objects: _Objects, heads: list[bytes], path: str, entry: Entr
         inherited = [(parent, at) for parent in commit.parents if objects.holds(parent, at, entry)]
         origin = conflict_copy_origin(at)
         if not inherited and commit.committer == MERGE_IDENTITY and origin is not None:
-            inherited = [(parent, origin) for parent in commit.parents if objects.holds(parent, origin, entry)]
+            # A copy moved aside from a conflict copy is named after the original too: look at both.
+            inherited = [
+                (parent, place) for parent in commit.parents for place in objects.places_of(parent, origin, entry)
+            ]
         if inherited:
             pending.extend(inherited)
         else:

@@ -243,6 +243,22 @@ def test_a_conflict_copy_added_on_two_replicas_keeps_both_versions(history: Hist
     assert (conflict.path, conflict.copy_path, conflict.winner, conflict.loser) == (copy, hashed, bob, alice)
 
 
+def test_a_copy_moved_aside_from_a_conflict_copy_is_traced_to_its_author(history: History) -> None:
+    """Alice's version moves from the copy to its hashed name; a later version added there from C at
+    T + 5 beats Alice's (T), not the merge that moved it (T + 10)."""
+    copy = f"n.sync-conflict-{STAMP}-{SHORT_A}.txt"
+    root = history.commit(None, {"other": b"x"}, device=DEVICE_C, time=T - 100)
+    alice = history.commit(root, {copy: b"from alice"}, device=DEVICE_A, time=T)
+    bob = history.commit(root, {copy: b"from bob"}, device=DEVICE_B, time=T + 10)
+    merged = history.merge(alice, bob)
+    [moved] = merged.conflicts
+    from_c = history.commit(bob, {moved.copy_path: b"from C"}, device=DEVICE_C, time=T + 5)
+    [conflict] = history.merge(merged.head, from_c).conflicts
+    assert (conflict.path, conflict.winner, conflict.loser) == (moved.copy_path, from_c, alice)
+    content_hash = Blob.from_string(b"from alice").id[:7].decode()
+    assert conflict.copy_path == f"n.sync-conflict-{STAMP}-{SHORT_A}-{content_hash}-2.txt"
+
+
 def test_a_copy_added_without_the_bases_version_is_kept_beside_an_edit_of_it(history: History) -> None:
     """The base holds B's copy only because it won an earlier add/add; A's version never replaced it."""
     copy = f"n.sync-conflict-{STAMP}-{SHORT_A}.txt"
