@@ -532,8 +532,8 @@ def _verify_reachable(
 
     `received` holds the ids in the completed quarantine pack. dulwich inflated and hashed each of
     them, and with no id twice a read gives that same content, so a blob only needs to be there; trees
-    and commits are read to follow them. Objects already in the main store were complete when they
-    landed, so the walk stops there.
+    and commits are read to follow them. Objects in the main store were complete when they landed, so
+    the walk stops at them (at commits even if the bundle carries them again: they are not new).
     """
     _load(store, head, Commit, bundle_path)
     parents_of: dict[bytes, list[bytes]] = {}
@@ -541,7 +541,7 @@ def _verify_reachable(
     pending, queued = [head], {head}
     while pending:
         commit_id = pending.pop()
-        if commit_id not in received and commit_id in main_store:
+        if commit_id in main_store:
             continue
         commit = _load(store, commit_id, Commit, bundle_path)
         parents_of[commit_id] = commit.parents
@@ -560,8 +560,12 @@ def _verify_tree(
     pending = [tree_id]
     while pending:
         tree_id = pending.pop()
-        if tree_id in verified or (tree_id not in received and tree_id in main_store):
+        if tree_id in verified:
             continue
+        if tree_id not in received:
+            if tree_id in main_store:
+                continue  # complete since it landed
+            raise BundleError(f"{bundle_path}: the bundle lacks tree {tree_id.decode()}; fetch it again")
         type_num, raw = _load_raw(store, tree_id, bundle_path)
         if type_num != Tree.type_num:
             raise BundleError(f"{bundle_path}: {tree_id.decode()} should be a tree")

@@ -746,3 +746,14 @@ def test_a_damaged_receiving_repository_gives_a_bundle_error_not_a_crash(tmp_pat
         with quarantined_import(receiver, out):
             pass
     assert quarantines(receiver) == []
+
+
+def test_commits_the_receiver_has_are_not_new_even_when_the_bundle_carries_them(history, tmp_path: Path) -> None:
+    folder, commits, side = history
+    receiver = clone_at(folder, commits[2], tmp_path / "receiver")
+    out = tmp_path / "whole.bundle"
+    git(folder.path, "bundle", "create", "-q", str(out), "main")  # the whole history, no prerequisites
+    with quarantined_import(receiver, out) as imported:
+        assert sorted(imported.new_commits) == sorted([commits[3], commits[4], commits[5], side])
+    git(receiver.path, "update-ref", "refs/heads/main", commits[-1].decode())
+    git_fsck_strict(receiver.path)
