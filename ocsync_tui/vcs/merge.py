@@ -149,6 +149,16 @@ class _Objects:
             raise _unreadable(tree_id, "is not a tree")
         return raw
 
+    def _folder_tree(self, commit_id: bytes, folders: list[bytes]) -> bytes | None:
+        """The id of the commit's tree at the folder path `folders`, or None if it has no such folder."""
+        tree_id = self.commit(commit_id).tree
+        for folder in folders:
+            tree = self.tree(tree_id)
+            if folder not in tree or tree[folder][0] != DIRECTORY_MODE:
+                return None
+            tree_id = tree[folder][1]
+        return tree_id
+
     def holds(self, commit_id: bytes, path: str, entry: Entry) -> bool:
         """Whether the commit has this version of the file at `path`.
 
@@ -156,24 +166,17 @@ class _Objects:
         costs milliseconds each time, so the file's directory is reached through parsed (small, cached)
         trees and the entry itself is found by its exact bytes in the directory's serialized tree.
         """
-        tree_id = self.commit(commit_id).tree
-        *directories, name = path.encode("utf-8", "surrogateescape").split(b"/")
-        for directory in directories:
-            tree = self.tree(tree_id)
-            if directory not in tree or tree[directory][0] != DIRECTORY_MODE:
-                return False
-            tree_id = tree[directory][1]
-        return _has_serialized_entry(self._serialized_tree(tree_id), name, entry)
+        *folders, name = path.encode("utf-8", "surrogateescape").split(b"/")
+        tree_id = self._folder_tree(commit_id, folders)
+        return tree_id is not None and _has_serialized_entry(self._serialized_tree(tree_id), name, entry)
 
     def places_of(self, commit_id: bytes, origin: str, entry: Entry) -> list[str]:
         """Where the commit has this version of the file: at `origin` or at a conflict copy of it."""
-        tree_id = self.commit(commit_id).tree
         directory, slash, _ = origin.rpartition("/")
-        for name in directory.encode("utf-8", "surrogateescape").split(b"/") if slash else []:
-            tree = self.tree(tree_id)
-            if name not in tree or tree[name][0] != DIRECTORY_MODE:
-                return []
-            tree_id = tree[name][1]
+        folders = directory.encode("utf-8", "surrogateescape").split(b"/") if slash else []
+        tree_id = self._folder_tree(commit_id, folders)
+        if tree_id is None:
+            return []
         places = []
         for item in self.tree(tree_id).iteritems():
             place = directory + slash + item.path.decode("utf-8", "surrogateescape")
