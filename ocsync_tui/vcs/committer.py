@@ -75,7 +75,10 @@ def trusted_stat_cache(folder: "FolderRepo") -> StatCache:
     """The stat cache, reconciled with HEAD's tree unless it records that it describes exactly that tree."""
     cache = load_stat_cache(folder.git_dir)
     head = folder.head()
-    tree = folder.repo.object_store[head].tree if head else None
+    if head is not None and head == cache.commit_id:
+        tree = cache.tree_id  # commit ids name their content: this commit's tree is the one recorded
+    else:
+        tree = folder.repo.object_store[head].tree if head else None
     if cache.tree_id == tree and (tree is not None or not cache.entries):
         return cache
     return reconciled(cache, folder, tree)
@@ -180,7 +183,7 @@ class _Run:
             return
         smudge_unverified(self.cache, self.verified)
         tree = self.store[self.head].tree if self.head else None
-        save_stat_cache(self.folder.git_dir, self.cache.entries, tree)
+        save_stat_cache(self.folder.git_dir, self.cache.entries, tree, self.head)
 
 
 def _normalised(paths: Iterable[str | bytes]) -> list[bytes]:
@@ -228,6 +231,8 @@ def commit_pending(
             f"folder's disk unmounted? Nothing was committed. If the folder is really there, restore the "
             f"marker with `ocsync init {folder.path}`"
         )
+    if not walk.candidates and not walk.missing:
+        return report  # nothing to commit or record: skip reading HEAD and building trees
     tracked = cache.tracked_count()
     run = _Run(folder, identity, cache, int(clock()))
     run.look_up_store = len(walk.candidates) <= _STORE_LOOKUPS_UP_TO

@@ -28,8 +28,6 @@ import struct
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from dulwich.index import read_index_dict
-
 INDEX_NAME = "index"
 _SIGNATURE = b"DIRC"
 _CACHE_TREE = b"TREE"
@@ -46,7 +44,7 @@ Entries = dict[bytes, tuple[bytes, bytes]]
 # directory -> (its rows as `rows_blob` makes them, the newest mtime_ns among them, how many)
 DirectoryRows = dict[bytes, tuple[bytes, int, int]]
 SIDECAR_NAME = "ocsync-statcache"
-_SIDECAR_FORMAT = 2
+_SIDECAR_FORMAT = 3
 _ROWS_MARSHAL_VERSION = 2  # no back-references: the same rows always marshal to the same bytes
 
 
@@ -58,7 +56,8 @@ def rows_blob(rows: list[tuple[bytes, int, int, int, int]]) -> bytes:
 
 class StatCache:
     """entries: path -> (40 stat bytes, 20-byte blob id); tree_id: hex id they describe, if known;
-    written_ns: mtime of the index they were read from (entries at or after it are racy)."""
+    written_ns: mtime of the index they were read from (entries at or after it are racy); commit_id: the
+    commit whose tree is tree_id, when the writer said so (saves reading that commit to compare)."""
 
     def __init__(
         self,
@@ -68,10 +67,12 @@ class StatCache:
         *,
         directory_rows: DirectoryRows | None = None,
         parse_entries: Callable[[], Entries] | None = None,
+        commit_id: bytes | None = None,
     ) -> None:
         self._entries = entries if entries is not None or parse_entries else {}
         self._parse_entries = parse_entries
         self.tree_id = tree_id
+        self.commit_id = commit_id
         self.written_ns = written_ns
         self._directory_rows = directory_rows
         self._tracked: dict[bytes, dict[bytes, QuickKey]] = {}
@@ -176,13 +177,14 @@ def load_stat_cache(git_dir: str | os.PathLike[str]) -> StatCache:
         return StatCache()
     sidecar = _read_sidecar(Path(git_dir), identity, data[-20:])
     if sidecar is not None:
-        tree_id, directory_rows = sidecar
+        tree_id, commit_id, directory_rows = sidecar
         return StatCache(
             None,
             tree_id,
             identity.st_mtime_ns,
             directory_rows=directory_rows,
             parse_entries=lambda: _parse_or_empty(data, path)[0],
+            commit_id=commit_id,
         )
     entries, tree_id = _parse_or_empty(data, path)
     cache = StatCache(entries, tree_id, identity.st_mtime_ns)
@@ -222,19 +224,19 @@ def _sidecar_tag(identity: os.stat_result, checksum: bytes) -> tuple:
 
 def _read_sidecar(
     git_dir: Path, identity: os.stat_result, checksum: bytes
-) -> tuple[bytes | None, DirectoryRows] | None:
+) -> tuple[bytes | None, bytes | None, DirectoryRows] | None:
     try:
-        tag, tree_id, directory_rows = marshal.loads((git_dir / SIDECAR_NAME).read_bytes())
+        tag, tree_id, commit_id, directory_rows = marshal.loads((git_dir / SIDECAR_NAME).read_bytes())
     except (OSError, EOFError, ValueError, TypeError):
         return None
     if tag != _sidecar_tag(identity, checksum):
         return None
-    return tree_id, directory_rows
+    return tree_id, commit_id, directory_rows
 
 
 def _write_sidecar(git_dir: Path, identity: os.stat_result, checksum: bytes, cache: StatCache) -> None:
     """Best effort: without it the next scan parses the index instead."""
-    blob = marshal.dumps((_sidecar_tag(identity, checksum), cache.tree_id, cache.directory_rows))
+    blob = marshal.dumps((_sidecar_tag(identity, checksum), cache.tree_id, cache.commit_id, cache.directory_rows))
     temp = git_dir / (SIDECAR_NAME + ".tmp")
     try:
         temp.write_bytes(blob)
@@ -244,6 +246,8 @@ def _write_sidecar(git_dir: Path, identity: os.stat_result, checksum: bytes, cac
 
 
 def _parse_with_dulwich(path: Path) -> dict[bytes, tuple[bytes, bytes]]:
+    from dulwich.index import read_index_dict  # only for index version 4, which git writes on request
+
     entries = {}
     with open(path, "rb") as handle:
         index = read_index_dict(handle)
@@ -283,9 +287,13 @@ def _read_root_tree(data: bytes, offset: int, entry_count: int) -> bytes | None:
 
 
 def save_stat_cache(
-    git_dir: str | os.PathLike[str], entries: Mapping[bytes, tuple[bytes, bytes]], tree_id: bytes | None
+    git_dir: str | os.PathLike[str],
+    entries: Mapping[bytes, tuple[bytes, bytes]],
+    tree_id: bytes | None,
+    commit_id: bytes | None = None,
 ) -> None:
-    """Write .git/index atomically (temp file, fsync, rename): git and we never see half an index."""
+    """Write .git/index atomically (temp file, fsync, rename): git and we never see half an index.
+    `commit_id`, if given, is the commit whose tree `tree_id` is."""
     parts = [_HEADER.pack(_SIGNATURE, 2, len(entries))]
     append = parts.append
     for name in sorted(entries):
@@ -311,4 +319,4 @@ def save_stat_cache(
         os.fsync(handle.fileno())
         identity = os.fstat(handle.fileno())
     os.replace(temp, path)
-    _write_sidecar(Path(git_dir), identity, checksum, StatCache(dict(entries), tree_id))
+    _write_sidecar(Path(git_dir), identity, checksum, StatCache(dict(entries), tree_id, commit_id=commit_id))
