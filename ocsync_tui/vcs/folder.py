@@ -15,8 +15,10 @@ import weakref
 from collections.abc import Callable
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from dulwich.config import ConfigFile
-from dulwich.repo import Repo
+from dulwich.refs import DiskRefsContainer
 
 from ocsync_tui.errors import OcsyncError
 from ocsync_tui.identity import DeviceIdentity
@@ -25,6 +27,9 @@ from ocsync_tui.vcs.committer import CommitReport, commit_pending
 from ocsync_tui.vcs.lock import FolderLock
 from ocsync_tui.vcs.pack import fsync_directory
 from ocsync_tui.vcs.paths import FOLDER_MARKER
+
+if TYPE_CHECKING:
+    from dulwich.repo import Repo
 
 MARKER_NAME = FOLDER_MARKER
 BRANCH = b"refs/heads/main"
@@ -93,13 +98,24 @@ def write_marker(root: Path, folder_id: str) -> None:
 class FolderRepo:
     """An open ocsync folder: `path` (absolute root), `git_dir`, `repo` (dulwich), `folder_id`."""
 
-    def __init__(self, path: Path, repo: Repo, folder_id: str, marker_present: bool) -> None:
+    def __init__(self, path: Path, folder_id: str, marker_present: bool) -> None:
         self.path = path
-        self.repo = repo
         self.folder_id = folder_id
         self.marker_present = marker_present
-        # Close the packs at the latest at interpreter exit, while dulwich's __del__ can still run cleanly.
-        weakref.finalize(self, repo.close)
+        self._repo: "Repo | None" = None
+        self._refs: DiskRefsContainer | None = None
+
+    @property
+    def repo(self) -> "Repo":
+        """The dulwich repository, opened on first use: a scan that finds nothing to commit never needs
+        it (nor the import of dulwich.repo)."""
+        if self._repo is None:
+            from dulwich.repo import Repo
+
+            self._repo = Repo(str(self.path))
+            # Close the packs at the latest at interpreter exit, while dulwich's __del__ can still run cleanly.
+            weakref.finalize(self, self._repo.close)
+        return self._repo
 
     @property
     def git_dir(self) -> Path:
@@ -125,12 +141,18 @@ class FolderRepo:
                 f"{path / MARKER_NAME} names folder {marker_id or '(none)'} but the repository is folder "
                 f"{folder_id}; was the marker copied from another folder? Delete it and run `ocsync init {path}`"
             )
-        return cls(path, Repo(str(path)), folder_id, marker_id is not None)
+        return cls(path, folder_id, marker_id is not None)
 
     def head(self) -> bytes | None:
         """The hex commit id of main, or None before the first commit."""
+        if self._repo is not None:
+            refs = self._repo.refs
+        else:
+            if self._refs is None:
+                self._refs = DiskRefsContainer(self.git_dir)
+            refs = self._refs
         try:
-            return self.repo.refs[BRANCH]
+            return refs[BRANCH]
         except KeyError:
             return None
 
@@ -145,7 +167,8 @@ class FolderRepo:
             )
 
     def close(self) -> None:
-        self.repo.close()
+        if self._repo is not None:
+            self._repo.close()
 
 
 def _enclosing_folder(path: Path) -> Path | None:
@@ -171,6 +194,8 @@ def _contained_folder(root: Path) -> Path | None:
 
 def _create_repository(root: Path, folder_id: str) -> None:
     """Create root/.git in one rename, so a killed init leaves either no repository or a whole one."""
+    from dulwich.repo import Repo
+
     temp = root / _INIT_TEMP
     if temp.exists():
         shutil.rmtree(temp)
