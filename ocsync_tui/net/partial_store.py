@@ -7,6 +7,12 @@ and fsyncs the bits that record it, so after a crash every set bit stands for du
 only ever go from 0 to 1, so a torn bitmap write can only forget data, never invent it. Blocks only
 partly received when the process stopped are received again.
 
+The fsyncs run in a worker thread: an fsync takes milliseconds, and the caller is an event loop
+serving every peer. `checkpoint()` writes the buffered data out, takes the bitmap of what was written
+so far and returns; the worker fsyncs the data, then writes and fsyncs that bitmap. Data written
+meanwhile is not in the bitmap, so the invariant holds whatever the worker has reached when the
+process dies. `wait_recorded()` (and `close`, `finish`) wait for the worker.
+
 Bytes are written once: a range that is already present is never rewritten, so the SHA-256 computed
 as data arrives (in order, reading back what arrived out of order) is the hash of the file on disk.
 `finish()` checks it against the offer and renames the file to `P-H.blob`; only then is it handed on.
@@ -17,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from ocsync_tui.errors import OcsyncError
@@ -30,6 +37,8 @@ _HEADER = struct.Struct("!4sBIQ32s")
 # for later writes or finish(), so one call never stalls on a large re-read after a resume.
 _HASH_CATCH_UP_STEP = 1 << 20
 _WRITE_BEHIND_BYTES = 256 << 10
+# One worker for every partial file of the process: fsyncs to one disk gain little from running side by side.
+_recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocsync-checkpoint")
 
 
 class PartialStoreError(OcsyncError):
@@ -83,6 +92,13 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def _record(data_fd: int, bitmap_fd: int, bitmap: bytes) -> None:
+    """Make the data durable, then the bitmap that records it (run by the worker thread)."""
+    os.fsync(data_fd)
+    os.pwrite(bitmap_fd, bitmap, _HEADER.size)
+    os.fsync(bitmap_fd)
+
+
 class PartialStore:
     """The directory of partial and verified blobs, keyed by (peer id, SHA-256)."""
 
@@ -130,6 +146,7 @@ class PartialFile:
         self._present = 0
         self._pending = bytearray()
         self._pending_offset = 0
+        self._recording: Future[None] | None = None
         self._data_fd = self._bitmap_fd = -1
         try:
             self._data_fd = os.open(data_path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -241,20 +258,30 @@ class PartialFile:
             self._hashed += len(block)
 
     def checkpoint(self) -> None:
-        """Make everything written so far durable, data first, then the bits that record it."""
+        """Start making everything written so far durable, data first, then the bits that record it.
+
+        Returns before the fsyncs are done (they run in a worker thread). If the previous checkpoint
+        is still running, waits for it first; raises OSError if the previous one failed.
+        """
+        self.wait_recorded()
         if not self._unrecorded:
             return
         self._flush()
-        os.fsync(self._data_fd)
         bitmap = bytearray(-(-self._block_count // 8))
         for start, end in self.have:
             first_block = -(-start // GRANULARITY)
             end_block = self._block_count if end == self.size else end // GRANULARITY
             if end_block > first_block:
                 _set_blocks(bitmap, first_block, end_block)
-        os.pwrite(self._bitmap_fd, bitmap, _HEADER.size)
-        os.fsync(self._bitmap_fd)
         self._unrecorded = 0
+        self._recording = _recorder.submit(_record, self._data_fd, self._bitmap_fd, bytes(bitmap))
+
+    def wait_recorded(self) -> None:
+        """Wait until the last checkpoint is on disk; raises OSError if it failed (its data is then
+        simply received again after a restart)."""
+        recording, self._recording = self._recording, None
+        if recording is not None:
+            recording.result()
 
     def finish(self) -> Path:
         """Verify the whole against the offered SHA-256 and move it to its final name; return that path.
@@ -266,6 +293,7 @@ class PartialFile:
             raise PartialStoreError(f"{self.data_path} is not complete ({self.bytes_present} of {self.size} bytes)")
         self._catch_up_hash(self.size)
         self._flush()
+        self._settle()
         if self._hasher.digest() != self.sha256:
             raise BlobVerificationError(
                 f"received data does not match SHA-256 {self.sha256.hex()[:16]}…; the transfer must start over"
@@ -277,6 +305,13 @@ class PartialFile:
         _fsync_directory(self.final_path.parent)
         return self.final_path
 
+    def _settle(self) -> None:
+        """Wait for the worker before the files change hands; a failed checkpoint only costs a resend."""
+        try:
+            self.wait_recorded()
+        except OSError:
+            pass
+
     def discard(self) -> None:
         self._pending.clear()
         self.close()
@@ -286,6 +321,7 @@ class PartialFile:
     def close(self) -> None:
         """Close the files. Data still in the write-behind buffer is written if possible; either way
         the bitmap does not record it, so a failure here costs a resend, never a wrong byte."""
+        self._settle()
         if self._pending and self._data_fd >= 0:
             try:
                 self._flush()

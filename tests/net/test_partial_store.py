@@ -3,6 +3,7 @@
 import hashlib
 import os
 import random
+import threading
 
 import pytest
 
@@ -74,8 +75,26 @@ def test_data_is_fsynced_before_the_bitmap_that_records_it(tmp_path, monkeypatch
         os, "pwrite", lambda fd, b, o: (log.append(("write", names[os.fstat(fd).st_ino])), real_pwrite(fd, b, o))[1]
     )
     partial.checkpoint()
+    partial.wait_recorded()
     # The write-behind buffer goes to the file first, then data is made durable, then its record.
     assert log == [("write", "data"), ("fsync", "data"), ("write", "bitmap"), ("fsync", "bitmap")]
+
+
+def test_checkpoint_returns_before_the_fsync_and_records_nothing_until_data_is_durable(tmp_path, monkeypatch):
+    data = blob(3 * GRANULARITY)
+    sha = hashlib.sha256(data).digest()
+    partial = PartialStore(tmp_path).open(PEER, sha, len(data))
+    partial.write(0, data)
+    disk_may_finish = threading.Event()
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (disk_may_finish.wait(10), real_fsync(fd)))
+    partial.checkpoint()  # would hang here for 10 s if it fsynced in the caller's thread
+    crashed_now = PartialStore(tmp_path).open(PEER, sha, len(data))
+    assert not crashed_now.have, "nothing is recorded while the data's fsync is still running"
+    crashed_now.close()
+    disk_may_finish.set()
+    partial.wait_recorded()
+    assert list(PartialStore(tmp_path).open(PEER, sha, len(data)).have) == [(0, len(data))]
 
 
 def test_present_bytes_are_never_rewritten_so_the_running_hash_is_the_file(tmp_path):

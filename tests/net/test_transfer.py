@@ -161,6 +161,7 @@ def test_taker_restart_resumes_with_only_missing_bytes(tmp_path):
     [incoming] = taker.core.core._incoming.values()
     partial = incoming.partial
     partial.checkpoint()  # the last checkpoint before the crash
+    partial.wait_recorded()
     recorded = partial.bytes_present
     pair.network.run_for(0.05)  # more arrives but is never recorded
     sent_before = pair.giver.core.core.data_bytes_sent
