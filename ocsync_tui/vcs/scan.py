@@ -10,7 +10,6 @@ A directory the walk cannot list makes its tracked files unknown, never deleted.
 import errno
 import os
 import stat
-import sys
 from dataclasses import dataclass, field
 
 from ocsync_tui.vcs.checkout import is_temp_name
@@ -67,7 +66,6 @@ def shown(relpath: bytes) -> str:
 
 
 _NO_ROWS = (rows_blob([]), 0, 0)
-_FS_ENCODING = sys.getfilesystemencoding()
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _U32 = 0xFFFFFFFF
 
@@ -121,14 +119,14 @@ class _Walk:
                 subdirectories = []
                 rows = []
                 append = rows.append
+                u32 = _U32
                 try:
                     for entry in entries:
                         if entry.is_dir(follow_symlinks=False):
                             subdirectories.append(entry.name)
                             continue
                         st = entry.stat(follow_symlinks=False)  # kept in the entry for compare_entries
-                        name = entry.name.encode(_FS_ENCODING, "surrogateescape")  # as os.fsencode
-                        append((name, st.st_mtime_ns, st.st_ctime_ns, st.st_size & _U32, st.st_ino & _U32))
+                        append((entry.name, st.st_mtime_ns, st.st_ctime_ns, st.st_size & u32, st.st_ino & u32))
                 except FileNotFoundError:
                     rows = None  # gone mid-scan: compare_entries says which
                 cached_rows, newest_ns, _ = directory_rows.get(directory, _NO_ROWS)

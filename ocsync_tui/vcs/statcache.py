@@ -44,12 +44,14 @@ Entries = dict[bytes, tuple[bytes, bytes]]
 # directory -> (its rows as `rows_blob` makes them, the newest mtime_ns among them, how many)
 DirectoryRows = dict[bytes, tuple[bytes, int, int]]
 SIDECAR_NAME = "ocsync-statcache"
-_SIDECAR_FORMAT = 3
-_ROWS_MARSHAL_VERSION = 2  # no back-references: the same rows always marshal to the same bytes
+_SIDECAR_FORMAT = 4
+# Version 0: no back-references and no interning flag, so equal rows always marshal to equal bytes.
+_ROWS_MARSHAL_VERSION = 0
 
 
-def rows_blob(rows: list[tuple[bytes, int, int, int, int]]) -> bytes:
-    """One directory's (name, *QuickKey) rows, sorted in place, as bytes equal for equal rows."""
+def rows_blob(rows: list[tuple[str, int, int, int, int]]) -> bytes:
+    """One directory's (name, *QuickKey) rows, sorted in place, as bytes equal for equal rows. Names are
+    str as os.scandir gives them (os.fsdecode of the index's names), sparing the walk an encode per file."""
     rows.sort()
     return marshal.dumps(rows, _ROWS_MARSHAL_VERSION)
 
@@ -98,7 +100,7 @@ class StatCache:
         tracked = self._tracked.get(directory)
         if tracked is None:
             rows = self.directory_rows.get(directory)
-            tracked = {} if rows is None else {row[0]: row[1:] for row in marshal.loads(rows[0])}
+            tracked = {} if rows is None else {os.fsencode(row[0]): row[1:] for row in marshal.loads(rows[0])}
             self._tracked[directory] = tracked
         return tracked
 
@@ -114,12 +116,12 @@ class StatCache:
 
 
 def _directory_rows(entries: Entries) -> DirectoryRows:
-    rows_by_directory: dict[bytes, list[tuple[bytes, int, int, int, int]]] = {}
+    rows_by_directory: dict[bytes, list[tuple[str, int, int, int, int]]] = {}
     for path, (stat, _) in entries.items():
         directory, _, name = path.rpartition(b"/")
         ctime_s, ctime_ns, mtime_s, mtime_ns, _, ino, _, _, _, size = _STAT.unpack(stat)
         rows_by_directory.setdefault(directory, []).append(
-            (name, mtime_s * 1_000_000_000 + mtime_ns, ctime_s * 1_000_000_000 + ctime_ns, size, ino)
+            (os.fsdecode(name), mtime_s * 1_000_000_000 + mtime_ns, ctime_s * 1_000_000_000 + ctime_ns, size, ino)
         )
     return {
         directory: (rows_blob(rows), max(row[1] for row in rows), len(rows))
