@@ -16,6 +16,8 @@ noticed (PeerDown) and retried.
 Path MTU: probing starts when a session is established, from the local route's limit (capped by
 `max_datagram_size`) down, and again when the peer's address changes. The transfer core's congestion
 controller counts windows in datagrams of the size it is told, so the link tells it each new size.
+When the transfer core's probe timeouts suggest datagrams above the base size vanish on the path, the
+link tells the prober (`note_black_hole`), which falls back to BASE_PLPMTU and searches again.
 
 Driven like every core: `receive_payload(payload, now)`, `datagrams_to_send(channel, now)`,
 `get_timer()` / `handle_timer(now)`, `next_event()`; plus the driver's notices about the session
@@ -119,7 +121,7 @@ class PeerLink:
             self._events.append(PathMtuChanged(self.public_key, BASE_PLPMTU))
 
     def _use_datagram_size(self, size: int) -> None:
-        self.transfers.congestion.max_datagram_size = size
+        self.transfers.set_datagram_size(size)
 
     # --- the sans-I/O interface -------------------------------------------------------------------
 
@@ -185,7 +187,10 @@ class PeerLink:
         self.keepalive.handle_timer(now)
         if self._session_up:
             self.transfers.handle_timer(now)
+            black_hole = self.transfers.take_black_hole_suspicion()
             if self.pmtu is not None:
+                if black_hole and self.pmtu.max_datagram_size > BASE_PLPMTU:
+                    self.pmtu.note_black_hole(now)
                 self.pmtu.handle_timer(now)
                 self._collect_pmtu_events()
 

@@ -30,6 +30,10 @@ Protocol (frames in ocsync_tui/net/frames.py):
   Accept (its current holdings), or Done if it already finished.
 - Transfers with data to send share the window round-robin, one frame at a time. Either side may
   cancel; the peer reports TransferCancelled.
+- Datagram size: the owner tells the manager each size path MTU discovery confirms
+  (`set_datagram_size`). BLACK_HOLE_PROBE_TIMEOUTS probe timeouts in a row suggest the path stopped
+  carrying that size; `take_black_hole_suspicion()` reports it once per silence, so the owner can
+  fall back to the base size (RFC 8899 black-hole detection) while probes go out at the new size.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ UNKNOWN_REPLY_INTERVAL = 0.1
 # The probe timeout doubles while the peer is silent, but never beyond this: a peer back after a long
 # outage hears from us within seconds.
 MAX_PROBE_INTERVAL = 10.0
+BLACK_HOLE_PROBE_TIMEOUTS = 3
 FINISHED_REMEMBERED = 1024
 
 # Fields of a sent-packet record (a tuple: one is built per frame sent).
@@ -159,6 +164,7 @@ class TransferManager:
         self._pto_count = 0
         self._last_ack_eliciting_time = 0.0
         self._probes_owed = 0
+        self._black_hole_suspected = False
         self._control: deque[ControlFrame] = deque()
         # When frames became ready to go out at once (acks, control frames, probes): get_timer reports
         # it, so an owner that only polls at timer deadlines still sends them without delay.
@@ -268,6 +274,15 @@ class TransferManager:
             self._control.append((frames.encode_cancel, (transfer_id, False, CancelCode.CANCELLED, reason)))
             return True
         return False
+
+    def set_datagram_size(self, size: int) -> None:
+        """The path carries datagrams of `size` bytes now: congestion windows are counted in them."""
+        self.congestion.max_datagram_size = size
+
+    def take_black_hole_suspicion(self) -> bool:
+        """True once when BLACK_HOLE_PROBE_TIMEOUTS probe timeouts came in a row (nothing acked)."""
+        suspected, self._black_hole_suspected = self._black_hole_suspected, False
+        return suspected
 
     def close(self) -> None:
         """Record what has been received and close partial files (before the owner exits)."""
@@ -664,6 +679,8 @@ class TransferManager:
     def _on_probe_timeout(self, now: float) -> None:
         self._pto_count += 1
         self._probes_owed = 2
+        if self._pto_count == BLACK_HOLE_PROBE_TIMEOUTS:
+            self._black_hole_suspected = True
         # Restart the timer even if no probe can be built (every frame in flight is obsolete).
         self._last_ack_eliciting_time = now
 

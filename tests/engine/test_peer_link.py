@@ -18,6 +18,7 @@ from ocsync_tui.net.events import (
     TransferOffered,
 )
 from ocsync_tui.net.peer_link import PeerLink, PeerLinkSettings
+from ocsync_tui.net.pmtu import BASE_PLPMTU
 from ocsync_tui.net.secure_channel import SecureChannel
 from tests.net.fake_link import FakeNetwork, LinkConditions
 
@@ -108,6 +109,21 @@ def test_a_transfer_over_a_lossy_network_grows_to_the_probed_size_and_arrives(tm
     assert PathMtuChanged(taker.public_key, ROUTE_MAX) in giver.of(PathMtuChanged)
     assert max(len(sent.data) for sent in network.nodes[("giver", 1)].sent) == ROUTE_MAX
     assert giver_link.transfers.congestion.max_datagram_size == ROUTE_MAX
+
+
+def test_full_size_data_vanishing_mid_transfer_falls_back_to_the_base_size(tmp_path: Path) -> None:
+    network, giver, taker, giver_link = make_pair(tmp_path, LinkConditions(delay=0.01))
+    blob = os.urandom(6_000_000)
+    giver_link.offer(BytesBlobSource(blob), network.now)
+    assert network.run_until(lambda: giver_link.transfers.congestion.max_datagram_size == ROUTE_MAX, 30)
+    network.tap = lambda datagram: len(datagram.data) <= 1500  # the route changed under the transfer
+    changed_at = network.now
+    assert network.run_until(lambda: giver_link.pmtu.max_datagram_size == BASE_PLPMTU, 30)
+    # The data's probe timeouts tell, long before the prober's own validation (every 30 s) would.
+    assert network.now - changed_at < 5
+    assert network.run_until(lambda: bool(taker.of(TransferCompleted)) and bool(giver.of(TransferCompleted)), 120)
+    [completed] = taker.of(TransferCompleted)
+    assert Path(completed.path).read_bytes() == blob
 
 
 def test_nothing_but_a_handshake_leaves_before_the_session_exists(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from ocsync_tui.net import events, frames
 from ocsync_tui.net.blob_source import BytesBlobSource, FileBlobSource
 from ocsync_tui.net.partial_store import PartialFile, PartialStore
-from ocsync_tui.net.transfer import TransferError, TransferManager
+from ocsync_tui.net.transfer import BLACK_HOLE_PROBE_TIMEOUTS, TransferError, TransferManager
 from tests.net.fake_link import LinkConditions
 from tests.net.transfer_harness import Pair
 
@@ -443,3 +443,19 @@ def test_both_peers_give_at_once(tmp_path):
     received_there = [e for e in pair.completed(pair.taker) if not e.outgoing]
     assert Path(received_here[0].path).read_bytes() == back
     assert Path(received_there[0].path).read_bytes() == there
+
+
+def test_repeated_probe_timeouts_are_reported_once_as_a_suspected_black_hole(tmp_path):
+    pair = Pair(tmp_path, LinkConditions(delay=0.01, rate=4e6))
+    giver = pair.giver.core.core
+    giver.offer(BytesBlobSource(blob(3_000_000)), pair.network.now)
+    pair.network.run_until(lambda: pair.received_over(500_000), 30)
+    pair.network.conditions.loss = 1.0  # the path stops carrying the datagrams
+    assert pair.network.run_until(lambda: giver._pto_count == BLACK_HOLE_PROBE_TIMEOUTS - 1, 30)
+    assert not giver.take_black_hole_suspicion()
+    assert pair.network.run_until(lambda: giver._pto_count == BLACK_HOLE_PROBE_TIMEOUTS, 30)
+    assert giver.take_black_hole_suspicion()
+    pair.network.run_until(lambda: giver._pto_count == BLACK_HOLE_PROBE_TIMEOUTS + 1, 60)
+    assert not giver.take_black_hole_suspicion(), "once per silence"
+    pair.network.conditions.loss = 0.0
+    assert pair.network.run_until(lambda: bool(pair.completed(pair.giver)), 120)
