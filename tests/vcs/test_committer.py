@@ -87,6 +87,27 @@ def test_no_change_means_no_commit(folder_root, identity):
     assert_git_agrees(folder_root)
 
 
+def test_a_directory_is_compared_whole_and_any_difference_is_found(folder_root, identity):
+    for directory in ("a", "b", "b/c"):
+        for index in range(3):
+            write(folder_root, f"{directory}/f{index}.txt", f"{directory} {index}\n")
+    init_folder(folder_root, identity)
+    folder = FolderRepo.open(folder_root)
+    assert commit_pending(folder, identity).committed == []
+    edited = folder_root / "b/f1.txt"
+    before = edited.stat()
+    edited.write_text("b X\n")  # same size, and the mtime put back: only the ctime tells
+    os.utime(edited, ns=(before.st_atime_ns, before.st_mtime_ns))
+    write(folder_root, "b/c/new.txt", "new\n")
+    (folder_root / "a/f2.txt").unlink()
+    report = commit_pending(folder, identity)
+    assert [(r.action, r.path) for r in report.committed] == [
+        ("add", "b/c/new.txt"), ("modify", "b/f1.txt"), ("delete", "a/f2.txt")
+    ]
+    assert commit_pending(folder, identity).committed == []
+    assert_git_agrees(folder_root)
+
+
 def test_modify_delete_and_rename_commit_the_add_before_the_delete(folder_root, identity):
     write(folder_root, "keep.txt", "keep\n")
     write(folder_root, "edit.txt", "old\n")
