@@ -16,6 +16,11 @@ until it no longer binds. High loss also ends STARTUP.
 Without BBR's PROBE_RTT phase (which stalls the flow every 10 s), the minimum RTT is a 10 s windowed
 minimum refreshed by the 0.75 gain phase of PROBE_BW, which drains our own queue every cycle.
 
+The bandwidth filter spans BANDWIDTH_FILTER_ROUNDS round trips but at least BANDWIDTH_FILTER_MIN_TIME:
+on a sub-millisecond path ten rounds last a few milliseconds, about as long as the event loop can be
+late (a disk flush, another peer's burst), and a filter that short would forget the path's rate and
+take the slow rounds of each stall for its capacity, lower round after round.
+
 Delivery-rate samples follow draft-cheng-iccrg-delivery-rate-estimation: each sent packet carries a
 snapshot of the connection's delivery state (`on_packet_sent`), and an acknowledgement turns the newest
 acknowledged packet's snapshot into one rate sample, so a batch of acknowledgements costs one sample.
@@ -31,6 +36,7 @@ DRAIN_GAIN = 1 / STARTUP_GAIN
 PROBE_BW_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 CWND_GAIN = 2.0
 BANDWIDTH_FILTER_ROUNDS = 10
+BANDWIDTH_FILTER_MIN_TIME = 0.05
 MIN_RTT_WINDOW = 10.0
 FULL_BANDWIDTH_GROWTH = 1.25
 FULL_BANDWIDTH_ROUNDS = 3
@@ -80,7 +86,8 @@ class BbrController:
         self._next_round_delivered = 0
         self._round_lost = 0
         self._round_delivered = 0
-        self._bandwidth_samples: deque[tuple[int, float]] = deque()
+        # (round, time, rate), rates strictly decreasing: the front is the windowed maximum.
+        self._bandwidth_samples: deque[tuple[int, float, float]] = deque()
         self._min_rtt_stamp = 0.0
         self._full_bandwidth = 0.0
         self._full_bandwidth_rounds = 0
@@ -146,7 +153,7 @@ class BbrController:
         if interval > 0 and (self.min_rtt is None or interval >= self.min_rtt):
             rate = (self._delivered - prior_delivered) / interval
             if not sample_app_limited or rate >= self.bottleneck_bandwidth:
-                self._add_bandwidth_sample(rate)
+                self._add_bandwidth_sample(now, rate)
 
         if round_start and self.state is BbrState.STARTUP and not sample_app_limited:
             self._check_full_bandwidth()
@@ -161,16 +168,15 @@ class BbrController:
         """Packets declared lost were acknowledged after all (reordering): not a congestion signal."""
         self._round_lost = max(self._round_lost - acked_bytes, 0)
 
-    def _add_bandwidth_sample(self, rate: float) -> None:
+    def _add_bandwidth_sample(self, now: float, rate: float) -> None:
         samples = self._bandwidth_samples
-        if samples and samples[-1][0] == self._round_count:
-            if rate > samples[-1][1]:
-                samples[-1] = (self._round_count, rate)
-        else:
-            samples.append((self._round_count, rate))
-        while samples[0][0] <= self._round_count - BANDWIDTH_FILTER_ROUNDS:
+        while samples and samples[-1][2] <= rate:
+            samples.pop()  # a newer, higher sample outlives it: it can never be the maximum again
+        samples.append((self._round_count, now, rate))
+        oldest_round, oldest_time = self._round_count - BANDWIDTH_FILTER_ROUNDS, now - BANDWIDTH_FILTER_MIN_TIME
+        while samples[0][0] <= oldest_round and samples[0][1] < oldest_time:
             samples.popleft()
-        self.bottleneck_bandwidth = max(rate for _, rate in samples)
+        self.bottleneck_bandwidth = samples[0][2]
 
     def _end_round(self) -> None:
         lost, delivered = self._round_lost, self._round_delivered

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from ocsync_tui.net.congestion import BbrController, BbrState, Pacer
+from ocsync_tui.net.congestion import BANDWIDTH_FILTER_ROUNDS, BbrController, BbrState, Pacer
 
 SIZE = 1200
 
@@ -104,3 +104,24 @@ def test_random_loss_in_small_startup_rounds_does_not_end_startup_early(seed):
     chance; counting that as congestion left the flow crawling up from 1 MB/s (seed 1 did)."""
     _, delivered, _ = simulate(rate=12.5e6, rtt=0.04, duration=2.0, loss=0.03, seed=seed, buffer_bytes=500_000)
     assert delivered / 2.0 > 0.75 * 12.5e6
+
+
+def test_a_short_stall_on_a_sub_millisecond_path_does_not_lower_the_estimate():
+    controller, now, rtt, per_round = BbrController(SIZE), 0.0, 0.0005, 40 * SIZE
+
+    def one_round(ack_delay):
+        nonlocal now
+        snapshot = controller.on_packet_sent(now, 0)
+        controller.on_ack(now + rtt + ack_delay, per_round, snapshot, now, rtt + ack_delay, 0)
+        now += rtt + ack_delay
+
+    for _ in range(20):
+        one_round(0.0)
+    path_rate = per_round / rtt
+    assert controller.bottleneck_bandwidth == pytest.approx(path_rate)
+    for _ in range(BANDWIDTH_FILTER_ROUNDS + 2):  # every ack 3 ms late: ~42 ms of slow rounds
+        one_round(0.003)
+    assert controller.bottleneck_bandwidth == pytest.approx(path_rate), "ten short rounds are not the path"
+    for _ in range(20):  # a lasting slowdown (70 ms) is followed
+        one_round(0.003)
+    assert controller.bottleneck_bandwidth == pytest.approx(per_round / (rtt + 0.003))
