@@ -6,6 +6,7 @@ existed must be somewhere in the final tree, at its path or as a conflict copy. 
 uncommitted when a peer's change arrives, as a user's unsaved work would be.
 """
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -187,7 +188,7 @@ class ReplicasWithAFoldingDisk(Replicas):
 for machine in (Replicas, ReplicasWithAFoldingDisk):
     machine.TestCase.settings = settings(
         phases=[Phase.explicit, Phase.reuse, Phase.generate],
-        max_examples=15,
+        max_examples=int(os.environ.get("OCSYNC_CONVERGENCE_EXAMPLES", "15")),
         stateful_step_count=20,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
