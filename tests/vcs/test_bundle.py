@@ -497,22 +497,29 @@ def build_history(folder: Folder, steps, seed: int) -> list[bytes]:
         elif action == "chmod":
             mode, content = files[path]
             files[path] = (0o100755 if mode == 0o100644 else 0o100644, content)
-        blobs = []
-        for name, (mode, content) in files.items():
-            blob = Blob.from_string(content)
-            store.add_object(blob)
-            blobs.append((name, blob.id, mode))
-        commit = Commit()
-        commit.tree = commit_tree(store, blobs)
-        commit.parents = commits[-1:]
-        commit.author = commit.committer = b"Tester <tester@ocsync.invalid>"
-        commit.author_time = commit.commit_time = when
-        commit.author_timezone = commit.commit_timezone = 0
-        commit.message = b"step\n"
-        store.add_object(commit)
-        commits.append(commit.id)
+        commits.append(commit_files(store, files, commits[-1:], when, b"step\n"))
     folder.repo.refs[b"refs/heads/main"] = commits[-1]
     return commits
+
+
+def commit_files(
+    store, files: dict[bytes, tuple[int, bytes]], parents: list[bytes], when: int, message: bytes
+) -> bytes:
+    """Store a commit whose tree holds exactly `files` (path → (mode, content)); return its id."""
+    blobs = []
+    for name, (mode, content) in files.items():
+        blob = Blob.from_string(content)
+        store.add_object(blob)
+        blobs.append((name, blob.id, mode))
+    commit = Commit()
+    commit.tree = commit_tree(store, blobs)
+    commit.parents = parents
+    commit.author = commit.committer = b"Tester <tester@ocsync.invalid>"
+    commit.author_time = commit.commit_time = when
+    commit.author_timezone = commit.commit_timezone = 0
+    commit.message = message
+    store.add_object(commit)
+    return commit.id
 
 
 @settings(max_examples=10, deadline=None)
@@ -543,20 +550,8 @@ def commit_states(folder: Folder, states: list[dict[bytes, bytes]]) -> list[byte
     store = folder.repo.object_store
     commits: list[bytes] = []
     for when, files in enumerate(states, start=1_700_000_000):
-        blobs = []
-        for name, content in files.items():
-            blob = Blob.from_string(content)
-            store.add_object(blob)
-            blobs.append((name, blob.id, 0o100644))
-        commit = Commit()
-        commit.tree = commit_tree(store, blobs)
-        commit.parents = commits[-1:]
-        commit.author = commit.committer = b"Tester <tester@ocsync.invalid>"
-        commit.author_time = commit.commit_time = when
-        commit.author_timezone = commit.commit_timezone = 0
-        commit.message = b"state\n"
-        store.add_object(commit)
-        commits.append(commit.id)
+        regular_files = {name: (0o100644, content) for name, content in files.items()}
+        commits.append(commit_files(store, regular_files, commits[-1:], when, b"state\n"))
     folder.repo.refs[b"refs/heads/main"] = commits[-1]
     return commits
 
