@@ -45,9 +45,20 @@ def repo_snapshot(root: Path) -> dict[str, object]:
 @pytest.fixture
 def scene(tmp_path, identity):
     """A folder with one committed file, and a place outside it that must stay empty."""
+    return make_scene(tmp_path, identity, {"mine.txt": b"my file\n"})
+
+
+@pytest.fixture
+def empty_scene(tmp_path, identity):
+    """An ocsync folder with no files yet, and a place outside it that must stay empty."""
+    return make_scene(tmp_path, identity, {})
+
+
+def make_scene(tmp_path, identity, files: dict[str, bytes]):
     root = tmp_path / "folder"
     root.mkdir()
-    (root / "mine.txt").write_bytes(b"my file\n")
+    for name, content in files.items():
+        (root / name).write_bytes(content)
     init_folder(root, identity)
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -161,12 +172,8 @@ def test_a_peer_name_that_is_not_one_ref_component_is_refused(scene, identity, p
     assert "peer name" in str(error)
 
 
-def test_a_symlink_from_an_earlier_bundle_is_never_written_through(tmp_path, identity):
-    root = tmp_path / "folder"
-    root.mkdir()
-    init_folder(root, identity)
-    outside = tmp_path / "outside"
-    outside.mkdir()
+def test_a_symlink_from_an_earlier_bundle_is_never_written_through(tmp_path, identity, empty_scene):
+    root, outside = empty_scene
     crafter = Crafter()
     first = crafter.commit(crafter.tree([(b"evil", SYMLINK_MODE, crafter.blob(os.fsencode(outside)))]))
     first_bundle = crafter.write_bundle(tmp_path / "1.bundle", first)
@@ -186,12 +193,8 @@ def test_a_symlink_from_an_earlier_bundle_is_never_written_through(tmp_path, ide
     git_fsck_strict(root)
 
 
-def test_a_symlink_the_user_made_is_never_written_through(tmp_path, identity):
-    root = tmp_path / "folder"
-    root.mkdir()
-    init_folder(root, identity)
-    outside = tmp_path / "outside"
-    outside.mkdir()
+def test_a_symlink_the_user_made_is_never_written_through(tmp_path, identity, empty_scene):
+    root, outside = empty_scene
     crafter = Crafter()
     head = crafter.commit(crafter.files({b"evil/file": b"payload"}))
     bundle = crafter.write_bundle(tmp_path / "1.bundle", head)
