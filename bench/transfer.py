@@ -74,6 +74,11 @@ def report(**figures: object) -> None:
     print(json.dumps(figures), flush=True)
 
 
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def median(values: list[float]) -> float:
     return round(statistics.median(values), 2)
 
@@ -186,16 +191,16 @@ async def role_transfer_receive(host: str, state_dir: str) -> None:
     async with trio.open_nursery() as nursery:
         address = await nursery.start(endpoint.run)
         report(port=address[1])
-        offered_at = 0.0
+        offered_at = cpu_at_offer = 0.0
         async for event in endpoint.events:
             if isinstance(event, TransferOffered):
-                offered_at = time.perf_counter()
+                offered_at, cpu_at_offer = time.perf_counter(), cpu_seconds()
                 endpoint.accept(event.public_key, event.transfer_id)
             elif isinstance(event, TransferCompleted):
                 seconds = time.perf_counter() - offered_at
                 size = Path(event.path).stat().st_size
                 # Keep serving (the giver waits for our Done) until the benchmark ends this process.
-                report(bytes=size, seconds=seconds)
+                report(bytes=size, seconds=seconds, cpu_seconds=cpu_seconds() - cpu_at_offer)
             elif isinstance(event, TransferFailed):
                 report(error=event.reason)
                 nursery.cancel_scope.cancel()
@@ -209,11 +214,13 @@ async def role_transfer_send(host: str, target_host: str, target_port: str, path
         await nursery.start(endpoint.run)
         start = time.perf_counter()
         await endpoint.send_blob(public_key_of(RECEIVER_SEED), Path(path))
+        cpu_at_offer = cpu_seconds()
         async for event in endpoint.events:
             if isinstance(event, TransferCompleted | TransferFailed | TransferCancelled):
                 report(
                     ok=isinstance(event, TransferCompleted),
                     seconds=time.perf_counter() - start,
+                    cpu_seconds=cpu_seconds() - cpu_at_offer,
                     max_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 )
                 nursery.cancel_scope.cancel()
@@ -273,7 +280,13 @@ def measure_transfer(
         sent = read_report(sender)
         if "error" in received or not sent.get("ok"):
             raise RuntimeError(f"transfer failed: {received} {sent}")
-        return {"MBps": received["bytes"] / received["seconds"] / MB, "max_rss_mb": sent["max_rss_mb"]}
+        return {
+            "MBps": received["bytes"] / received["seconds"] / MB,
+            "max_rss_mb": sent["max_rss_mb"],
+            # CPU busy fraction of each side while the transfer ran: which one is the bottleneck.
+            "receiver_cpu": received["cpu_seconds"] / received["seconds"],
+            "sender_cpu": sent["cpu_seconds"] / received["seconds"],
+        }
     finally:
         for process in processes:
             process.kill()
@@ -286,10 +299,14 @@ def bench_transfers(arguments: argparse.Namespace, parts: list[str], figures: di
     size = arguments.size_mb * MB
     if "loopback" in parts:
         blob = make_blob(work, size)
-        runs = [measure_transfer(blob, work)["MBps"] for _ in range(arguments.runs)]
+        measured = [measure_transfer(blob, work) for _ in range(arguments.runs)]
+        runs = [result["MBps"] for result in measured]
         results["loopback_MBps"] = median(runs)
+        results["loopback_receiver_cpu"] = median([result["receiver_cpu"] for result in measured])
+        results["loopback_sender_cpu"] = median([result["sender_cpu"] for result in measured])
         results["loopback_vs_ceiling"] = round(results["loopback_MBps"] / figures["blast_ceiling_MBps"], 3)
-        print(f"loopback transfer: {results['loopback_MBps']} MB/s (runs {runs})", flush=True)
+        print(f"loopback transfer: {results['loopback_MBps']} MB/s (runs {runs}); CPU busy: receiver "
+              f"{results['loopback_receiver_cpu']:.0%}, sender {results['loopback_sender_cpu']:.0%}", flush=True)
     if "lossy" in parts:
         blob = make_blob(work, min(size, 64 * MB))
         clean = [measure_transfer(blob, work, link=(0.0, 0.005, 0.0))["MBps"] for _ in range(arguments.runs)]

@@ -7,15 +7,20 @@ and fsyncs the bits that record it, so after a crash every set bit stands for du
 only ever go from 0 to 1, so a torn bitmap write can only forget data, never invent it. Blocks only
 partly received when the process stopped are received again.
 
-The fsyncs run in a worker thread: an fsync takes milliseconds, and the caller is an event loop
-serving every peer. `checkpoint()` writes the buffered data out, takes the bitmap of what was written
-so far and returns; the worker fsyncs the data, then writes and fsyncs that bitmap. Data written
-meanwhile is not in the bitmap, so the invariant holds whatever the worker has reached when the
-process dies. `wait_recorded()` (and `close`, `finish`) wait for the worker.
+Contiguous writes are gathered, without copying, into batches of up to BATCH_BYTES written by one
+pwritev. The fsyncs run in a worker thread: an fsync takes milliseconds, and the caller is an event
+loop serving every peer (writing and hashing stay in the caller's thread, where they cost less than
+handing them to a thread that must win the GIL back after every call). `checkpoint()` writes the
+gathered data out, takes the bitmap of what was written so far and queues the fsync of the data and
+then the write and fsync of that bitmap. Data written meanwhile is not in the bitmap, so the invariant
+holds whatever the worker has reached when the process dies; once a checkpoint fails, the file's later
+checkpoints do not run (Linux reports a failed writeback once and may drop the pages, so a later fsync
+could succeed over lost data). `wait_recorded()` (and `close`, `finish`) wait for the worker.
 
-Bytes are written once: a range that is already present is never rewritten, so the SHA-256 computed
-as data arrives (in order, reading back what arrived out of order) is the hash of the file on disk.
-`finish()` checks it against the offer and renames the file to `P-H.blob`; only then is it handed on.
+Bytes are written once: a range that is already present is never rewritten, and the SHA-256 is taken
+of the bytes that went to the file, in order (reading back what arrived out of order), so it is the
+hash of the file on disk. `finish()` checks it against the offer and renames the file to `P-H.blob`;
+only then is it handed on.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ _HEADER = struct.Struct("!4sBIQ32s")
 # How much out-of-order data one write may read back to advance the running hash; the rest waits
 # for later writes or finish(), so one call never stalls on a large re-read after a resume.
 _HASH_CATCH_UP_STEP = 1 << 20
-_WRITE_BEHIND_BYTES = 256 << 10
+BATCH_BYTES = 1 << 20
+_BATCH_BUFFERS = 512  # well under IOV_MAX (1024) for one pwritev
 # One worker for every partial file of the process: fsyncs to one disk gain little from running side by side.
 _recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocsync-checkpoint")
 
@@ -99,6 +105,18 @@ def _record(data_fd: int, bitmap_fd: int, bitmap: bytes) -> None:
     os.fsync(bitmap_fd)
 
 
+def _write_all(fd: int, buffers: list[bytes | memoryview], offset: int) -> None:
+    while buffers:
+        written = os.pwritev(fd, buffers, offset)
+        offset += written
+        while buffers and written >= len(buffers[0]):
+            written -= len(buffers.pop(0))
+        if written:
+            buffers[0] = memoryview(buffers[0])[written:]
+
+
+
+
 class PartialStore:
     """The directory of partial and verified blobs, keyed by (peer id, SHA-256)."""
 
@@ -141,12 +159,15 @@ class PartialFile:
         self.have = RangeSet()
         self._block_count = -(-size // GRANULARITY)
         self._hasher = hashlib.sha256()
-        self._hashed = 0
+        self._hashed = 0  # where the hash stands once the gathered writes are flushed
         self._unrecorded = 0
         self._present = 0
-        self._pending = bytearray()
+        self._pending: list[bytes | memoryview] = []
+        self._pending_bytes = 0
         self._pending_offset = 0
+        self._pending_hash: list[bytes | memoryview] = []
         self._recording: Future[None] | None = None
+        self._record_failure: BaseException | None = None
         self._data_fd = self._bitmap_fd = -1
         try:
             self._data_fd = os.open(data_path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -201,55 +222,60 @@ class PartialFile:
         says no until it catches up, and the transfer core buffers and shrinks its receive window."""
         return True
 
-    def write(self, offset: int, data: bytes) -> int:
-        """Store data at offset, skipping what is already present; return how many bytes were new."""
+    def write(self, offset: int, data: bytes | memoryview) -> int:
+        """Store data at offset, skipping what is already present; return how many bytes were new.
+
+        `data` must not change afterwards: it is gathered without a copy until the next flush."""
         end = offset + len(data)
         if end > self.size or offset < 0:
             raise PartialStoreError(f"data at {offset}..{end} lies beyond the blob's {self.size} bytes")
         have = self.have
+        added = 0
         if offset >= have.last_end():
-            self._write_behind(offset, data)
             added = have.add(offset, end)
+            self._write_behind(offset, end, data)
         else:
-            added = 0
             view = memoryview(data)
             for gap_start, gap_end in have.gaps(offset, end):
-                self._write_behind(gap_start, view[gap_start - offset : gap_end - offset])
                 added += have.add(gap_start, gap_end)
+                self._write_behind(gap_start, gap_end, view[gap_start - offset : gap_end - offset])
         self._unrecorded += added
         self._present += added
-        if added:
-            if offset <= self._hashed < end:
-                self._hasher.update(memoryview(data)[self._hashed - offset :])
-                self._hashed = end
-            if self._hashed != have.last_end():  # data beyond the hashed prefix may continue it
-                self._catch_up_hash(_HASH_CATCH_UP_STEP)
+        if added and self._hashed != have.first_end_from(self._hashed):
+            self._catch_up_hash(_HASH_CATCH_UP_STEP)
         return added
 
-    def _write_behind(self, offset: int, data: bytes | memoryview) -> None:
-        """Coalesce contiguous writes (data mostly arrives in order) into few large pwrite calls."""
-        pending = self._pending
-        if pending and offset != self._pending_offset + len(pending):
+    def _write_behind(self, offset: int, end: int, data: bytes | memoryview) -> None:
+        """Gather contiguous writes (data mostly arrives in order) into few large pwritev calls; the
+        pieces that continue the hashed prefix are hashed when they are written."""
+        if self._pending and offset != self._pending_offset + self._pending_bytes:
             self._flush()
-        if not pending:
+        if not self._pending:
             self._pending_offset = offset
-        pending += data
-        if len(pending) >= _WRITE_BEHIND_BYTES:
+        self._pending.append(data)
+        self._pending_bytes += end - offset
+        if offset == self._hashed:
+            self._pending_hash.append(data)
+            self._hashed = end
+        if self._pending_bytes >= BATCH_BYTES or len(self._pending) >= _BATCH_BUFFERS:
             self._flush()
 
     def _flush(self) -> None:
-        view = memoryview(self._pending)
-        written = 0
-        while written < len(view):
-            written += os.pwrite(self._data_fd, view[written:], self._pending_offset + written)
-        view.release()
-        self._pending.clear()
+        if not self._pending:
+            return
+        buffers, hash_pieces = self._pending, self._pending_hash
+        self._pending, self._pending_hash, self._pending_bytes = [], [], 0
+        _write_all(self._data_fd, buffers, self._pending_offset)
+        update = self._hasher.update
+        for piece in hash_pieces:
+            update(piece)
 
     def _catch_up_hash(self, limit: int) -> None:
         """Hash data already on disk that continues the hashed prefix, reading at most `limit` bytes."""
         target = min(self.have.first_end_from(self._hashed), self._hashed + limit)
-        if target > self._hashed and self._pending:
-            self._flush()
+        if target <= self._hashed:
+            return
+        self._flush()
         while self._hashed < target:
             block = os.pread(self._data_fd, min(target - self._hashed, 1 << 20), self._hashed)
             if not block:
@@ -260,9 +286,12 @@ class PartialFile:
     def checkpoint(self) -> None:
         """Start making everything written so far durable, data first, then the bits that record it.
 
-        Returns before the fsyncs are done (they run in a worker thread). If the previous checkpoint
-        is still running, waits for it first; raises OSError if the previous one failed.
+        Returns before the fsyncs are done (they run in a worker thread). While the previous
+        checkpoint still runs it does nothing (the caller asks again later: waiting would stall the
+        event loop on the disk); raises OSError if the previous one failed.
         """
+        if self._recording is not None and not self._recording.done():
+            return
         self.wait_recorded()
         if not self._unrecorded:
             return
@@ -278,10 +307,16 @@ class PartialFile:
 
     def wait_recorded(self) -> None:
         """Wait until the last checkpoint is on disk; raises OSError if it failed (its data is then
-        simply received again after a restart)."""
+        simply received again after a restart), and again on every later call: once a checkpoint
+        failed, none is taken any more."""
         recording, self._recording = self._recording, None
         if recording is not None:
-            recording.result()
+            try:
+                recording.result()
+            except OSError as error:
+                self._record_failure = error
+        if self._record_failure is not None:
+            raise self._record_failure
 
     def finish(self) -> Path:
         """Verify the whole against the offered SHA-256 and move it to its final name; return that path.
@@ -313,20 +348,20 @@ class PartialFile:
             pass
 
     def discard(self) -> None:
-        self._pending.clear()
+        self._pending, self._pending_hash, self._pending_bytes = [], [], 0
         self.close()
         self.data_path.unlink(missing_ok=True)
         self.bitmap_path.unlink(missing_ok=True)
 
     def close(self) -> None:
-        """Close the files. Data still in the write-behind buffer is written if possible; either way
-        the bitmap does not record it, so a failure here costs a resend, never a wrong byte."""
+        """Close the files. Gathered data is written if possible; either way the bitmap does not
+        record it, so a failure here costs a resend, never a wrong byte."""
         self._settle()
         if self._pending and self._data_fd >= 0:
             try:
                 self._flush()
             except OSError:
-                self._pending.clear()
+                self._pending, self._pending_hash, self._pending_bytes = [], [], 0
         for name in ("_data_fd", "_bitmap_fd"):
             fd = getattr(self, name)
             if fd >= 0:

@@ -290,6 +290,7 @@ class TransferManager:
         for incoming in self._incoming.values():
             if incoming.partial is not None:
                 try:
+                    incoming.partial.wait_recorded()
                     incoming.partial.checkpoint()
                 except OSError:
                     pass  # unrecorded data is simply received again
@@ -469,7 +470,11 @@ class TransferManager:
             # old one (its partial file stays on disk, and accepting the new offer resumes it).
             stale = self._incoming[previous]
             if stale.partial is not None:
-                stale.partial.checkpoint()
+                try:
+                    stale.partial.wait_recorded()
+                    stale.partial.checkpoint()
+                except OSError:
+                    pass  # unrecorded data is simply received again
                 stale.partial.close()
             self._finish_incoming(stale, completed=False)
         incoming = _Incoming(offer, now)
@@ -860,6 +865,9 @@ class TransferManager:
                     except OSError as error:
                         incoming.partial.close()
                         self._fail_incoming(incoming, f"cannot record the received data: {error.strerror}")
+                        continue
+                    if incoming.partial.unrecorded_bytes:  # the previous checkpoint was still running
+                        self._checkpoint_at = now + CHECKPOINT_INTERVAL
         for outgoing in list(self._outgoing.values()):
             if outgoing.wake_at is not None and now >= outgoing.wake_at:
                 self._reoffer(outgoing, now)

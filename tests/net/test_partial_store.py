@@ -68,15 +68,18 @@ def test_data_is_fsynced_before_the_bitmap_that_records_it(tmp_path, monkeypatch
     partial = PartialStore(tmp_path).open(PEER, hashlib.sha256(data).digest(), len(data))
     partial.write(0, data)
     log = []
-    real_fsync, real_pwrite = os.fsync, os.pwrite
+    real_fsync, real_pwrite, real_pwritev = os.fsync, os.pwrite, os.pwritev
     names = {os.fstat(fd).st_ino: name for fd, name in ((partial._data_fd, "data"), (partial._bitmap_fd, "bitmap"))}
-    monkeypatch.setattr(os, "fsync", lambda fd: (log.append(("fsync", names[os.fstat(fd).st_ino])), real_fsync(fd)))
-    monkeypatch.setattr(
-        os, "pwrite", lambda fd, b, o: (log.append(("write", names[os.fstat(fd).st_ino])), real_pwrite(fd, b, o))[1]
-    )
+
+    def logged(operation, real):
+        return lambda fd, *rest: (log.append((operation, names[os.fstat(fd).st_ino])), real(fd, *rest))[1]
+
+    monkeypatch.setattr(os, "fsync", logged("fsync", real_fsync))
+    monkeypatch.setattr(os, "pwrite", logged("write", real_pwrite))
+    monkeypatch.setattr(os, "pwritev", logged("write", real_pwritev))
     partial.checkpoint()
     partial.wait_recorded()
-    # The write-behind buffer goes to the file first, then data is made durable, then its record.
+    # The gathered writes go to the file first, then data is made durable, then its record.
     assert log == [("write", "data"), ("fsync", "data"), ("write", "bitmap"), ("fsync", "bitmap")]
 
 
@@ -106,6 +109,7 @@ def test_present_bytes_are_never_rewritten_so_the_running_hash_is_the_file(tmp_p
     assert partial.write(0, data[:100]) == 0
     assert partial.write(5000, data[5000:6000]) == 0
     partial.write(6000, data[6000:])
+    partial.wait_recorded()
     on_disk = partial.data_path.read_bytes()
     assert on_disk[:100] == bytes(100) and on_disk[100:5000] == data[100:5000]
     with pytest.raises(BlobVerificationError, match="does not match"):
