@@ -55,6 +55,10 @@ class MarkerMismatchError(OcsyncError):
     pass
 
 
+class FolderIdMismatchError(OcsyncError):
+    pass
+
+
 class HeadMovedError(OcsyncError):
     pass
 
@@ -231,10 +235,12 @@ def init_folder(
     identity: DeviceIdentity,
     *,
     progress: Callable[[int, int], None] | None = None,
+    folder_id: str | None = None,
 ) -> CommitReport:
     """Make `root` an ocsync folder and commit every file in it, one commit each.
 
-    On a folder that already is one, restore a missing marker and commit what is pending."""
+    On a folder that already is one, restore a missing marker and commit what is pending. `folder_id`
+    joins a folder a peer offered (its ID, not a new one); a folder that already has another ID is refused."""
     path = Path(root).absolute()
     if path.exists() and not path.is_dir():
         raise NotAFolderError(f"{path} is not a directory")
@@ -246,12 +252,16 @@ def init_folder(
     notes = []
     if (path / ".git").exists():
         folder = FolderRepo.open(path)
+        if folder_id is not None and folder.folder_id != folder_id:
+            raise FolderIdMismatchError(
+                f"{path} already is the ocsync folder {folder.folder_id}, not {folder_id}; choose another path"
+            )
         notes.append(f"{path} already is an ocsync folder (ID {folder.folder_id}); committed pending changes")
     else:
         contained = _contained_folder(path)
         if contained is not None:
             raise NestedFolderError(f"{path} contains the ocsync folder {contained}; ocsync folders cannot nest")
-        _create_repository(path, new_folder_id())
+        _create_repository(path, folder_id or new_folder_id())
         folder = FolderRepo.open(path)
     try:
         if not folder.marker_present:

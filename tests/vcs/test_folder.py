@@ -203,3 +203,12 @@ def test_kill9_during_init_leaves_a_valid_repository_and_loses_nothing(tmp_path,
         tracked = git(root, "ls-tree", "-r", "--name-only", "HEAD").split()
         assert sorted(tracked) == sorted(files)
         assert not commit_pending(FolderRepo.open(root), identity).committed
+
+
+def test_joining_an_offered_folder_keeps_its_id_and_refuses_another(tmp_path, identity):
+    from ocsync_tui.vcs.folder import FolderIdMismatchError, FolderRepo, init_folder
+
+    init_folder(tmp_path / "joined", identity, folder_id="abcd-efgh-ijkl-mnop")
+    assert FolderRepo.open(tmp_path / "joined").folder_id == "abcd-efgh-ijkl-mnop"
+    with pytest.raises(FolderIdMismatchError, match="already is the ocsync folder abcd-efgh-ijkl-mnop"):
+        init_folder(tmp_path / "joined", identity, folder_id="qrst-uvwx-yz23-4567")
