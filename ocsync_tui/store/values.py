@@ -11,7 +11,6 @@ from ocsync_tui.errors import OcsyncError
 from ocsync_tui.identity import format_device_id, parse_device_id
 from ocsync_tui.net.udp_socket import DEFAULT_PORT
 
-MINUTES_PER_DAY = 24 * 60
 MAX_NAME_LENGTH = 64
 
 _HHMM = re.compile(r"(\d{1,2}):(\d{2})")
