@@ -103,7 +103,9 @@ def check_name(kind: str, name: str) -> str:
     if name != name.strip():
         raise InvalidValueError(f"a {kind} name may not start or end with blanks: {name!r}")
     if len(name) > MAX_NAME_LENGTH:
-        raise InvalidValueError(f"a {kind} name has at most {MAX_NAME_LENGTH} characters; {name[:20]!r}… has {len(name)}")
+        raise InvalidValueError(
+            f"a {kind} name has at most {MAX_NAME_LENGTH} characters; {name[:20]!r}… has {len(name)}"
+        )
     if any(ord(char) < 32 or ord(char) == 127 for char in name):
         raise InvalidValueError(f"a {kind} name may not contain control characters: {name!r}")
     return name

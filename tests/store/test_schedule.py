@@ -33,9 +33,8 @@ def test_daytime_window_includes_its_start_and_excludes_its_end():
 
 def test_window_crossing_midnight():
     night = Window(minutes("22:00"), minutes("06:00"))
-    assert [window_is_open(night, minutes(t)) for t in ("21:59", "22:00", "23:59", "00:00", "05:59", "06:00", "12:00")] == [
-        False, True, True, True, True, False, False
-    ]
+    times = ("21:59", "22:00", "23:59", "00:00", "05:59", "06:00", "12:00")
+    assert [window_is_open(night, minutes(t)) for t in times] == [False, True, True, True, True, False, False]
 
 
 def test_no_window_and_an_all_day_window_are_always_open():
