@@ -2,11 +2,14 @@
 
 Sizes are UDP payload sizes. Every path is assumed to carry BASE_PLPMTU (1200, as QUIC assumes); the
 owner passes the local maximum (the interface MTU less IP/UDP headers, 65507 on loopback) and the
-secure channel's per-datagram overhead. The search probes the local maximum first (loopback and
-jumbo-frame LANs carry it at once), then bisects between the largest confirmed and the smallest
-failed size until they meet. A probe is a PmtuProbe frame padded to the size, confirmed only by the
-peer's PmtuProbeAck; MAX_PROBES unanswered probes of a size mean the path does not carry it. Probe
-loss is not congestion, so probes bypass the transfer's congestion control.
+secure channel's per-datagram overhead. The search starts by probing, side by side, the local maximum
+(loopback and jumbo-frame LANs carry it at once) and the sizes common links carry (Ethernet and jumbo
+frames, IPv4 and IPv6): the local route can be wider than the path (a forwarder, a tunnel), and
+waiting for MAX_PROBES timeouts of each size in turn would keep a whole transfer at the base size.
+Then it bisects between the largest confirmed and the smallest failed size until they meet. A probe
+is a PmtuProbe frame padded to the size, confirmed only by the peer's PmtuProbeAck; MAX_PROBES
+unanswered probes of a size mean the path does not carry it (nor anything larger). Probe loss is not
+congestion, so probes bypass the transfer's congestion control.
 
 Black holes: once the search is done, the confirmed size is probed again every `validate_interval`;
 if MAX_PROBES of those go unanswered (or the owner calls `note_black_hole`, e.g. on repeated probe
@@ -29,6 +32,8 @@ MAX_PROBES = 3
 DEFAULT_PROBE_TIMEOUT = 1.0
 DEFAULT_VALIDATE_INTERVAL = 30.0
 RAISE_INTERVAL = 600.0
+# UDP payloads of 1500- and 9000-byte IPv4 and IPv6 MTUs.
+COMMON_DATAGRAM_SIZES = (8972, 8952, 1472, 1452)
 
 
 class _Phase(enum.Enum):
@@ -58,10 +63,13 @@ class PathMtuProber:
         self._events: deque[Any] = deque()
         self._outbox: list[bytes] = []
         self._probe_id = 0
-        self._probe_size = 0
-        self._probe_deadline: float | None = None
-        self._failures = 0
-        self._next_probe_at: float | None = now
+        # Probes awaiting an ack: probe id → (size, deadline).
+        self._in_flight: dict[int, tuple[int, float]] = {}
+        # Sizes the search still has to settle → unanswered probes so far.
+        self._candidates: dict[int, int] = {}
+        # When to probe the confirmed size again (black-hole detection), and how often that went unanswered.
+        self._next_probe_at: float | None = None
+        self._validation_failures = 0
         self._start_search(now)
 
     @property
@@ -74,14 +82,20 @@ class PathMtuProber:
         self._search_low = self.max_datagram_size
         self._search_high = self.local_max + 1  # smallest size known not to pass
         self._search_restart_at = now + RAISE_INTERVAL
-        self._next_probe_at = now
-        self._next_size = self.local_max if self.local_max > self._search_low else None
-        if self._next_size is None:
+        self._next_probe_at = None
+        self._in_flight.clear()
+        sizes = [self.local_max, *(size for size in COMMON_DATAGRAM_SIZES if self._search_low < size < self.local_max)]
+        self._candidates = {size: 0 for size in sizes if size > self._search_low}
+        if not self._candidates:
             self._finish_search(now)
+            return
+        for size in self._candidates:
+            self._send_probe(size, now)
 
     def _finish_search(self, now: float) -> None:
         self._phase = _Phase.COMPLETE
-        self._next_size = None
+        self._candidates.clear()
+        self._in_flight.clear()
         # The base size is assumed, not probed: there is nothing smaller to fall back to.
         self._next_probe_at = now + self.validate_interval if self.max_datagram_size > BASE_PLPMTU else None
 
@@ -92,8 +106,6 @@ class PathMtuProber:
 
     def note_black_hole(self, now: float) -> None:
         """Full-sized datagrams stopped arriving: fall back to the base size and search again."""
-        self._probe_deadline = None
-        self._failures = 0
         self._set_size(BASE_PLPMTU)
         self._start_search(now)
 
@@ -105,33 +117,42 @@ class PathMtuProber:
         if isinstance(frame, frames.PmtuProbe):
             self._outbox.append(frames.encode_pmtu_probe_ack(frame.probe_id, frame.size + self.overhead))
         elif isinstance(frame, frames.PmtuProbeAck):
-            if self._probe_deadline is None or (frame.probe_id, frame.size) != (self._probe_id, self._probe_size):
+            probe = self._in_flight.get(frame.probe_id)
+            if probe is None or probe[0] != frame.size:
                 return
-            self._probe_deadline = None
-            self._failures = 0
+            del self._in_flight[frame.probe_id]
             self._on_size_confirmed(frame.size, now)
 
     def _on_size_confirmed(self, size: int, now: float) -> None:
         if self._phase is _Phase.COMPLETE:
             self._finish_search(now)
             return
-        self._set_size(size)
-        self._search_low = size
-        self._next_search_size(now)
+        if size > self._search_low:
+            self._set_size(size)
+            self._search_low = size
+        self._settle(lambda candidate: candidate <= size, now)
 
     def _on_size_failed(self, size: int, now: float) -> None:
         if self._phase is _Phase.COMPLETE:
             self.note_black_hole(now)
             return
-        self._search_high = size
-        self._next_search_size(now)
+        self._search_high = min(self._search_high, size)
+        self._settle(lambda candidate: candidate >= size, now)
 
-    def _next_search_size(self, now: float) -> None:
+    def _settle(self, settled, now: float) -> None:
+        """Drop the candidates (and their probes) an answer settled; bisect once none is left."""
+        for candidate in [candidate for candidate in self._candidates if settled(candidate)]:
+            del self._candidates[candidate]
+        for probe_id in [probe_id for probe_id, (size, _) in self._in_flight.items() if settled(size)]:
+            del self._in_flight[probe_id]
+        if self._candidates:
+            return
         if self._search_high - self._search_low <= 1:
             self._finish_search(now)
             return
-        self._next_size = (self._search_low + self._search_high) // 2
-        self._next_probe_at = now
+        size = (self._search_low + self._search_high) // 2
+        self._candidates[size] = 0
+        self._send_probe(size, now)
 
     def frames_to_send(self, now: float) -> list[bytes]:
         self.handle_timer(now)
@@ -139,31 +160,39 @@ class PathMtuProber:
         return out
 
     def get_timer(self) -> float | None:
-        candidates = [self._probe_deadline, self._next_probe_at]
+        candidates = [deadline for _, deadline in self._in_flight.values()]
+        candidates.append(self._next_probe_at)
         if self._phase is _Phase.COMPLETE:
             candidates.append(self._search_restart_at)
         return min((time for time in candidates if time is not None), default=None)
 
     def handle_timer(self, now: float) -> None:
-        if self._probe_deadline is not None and now >= self._probe_deadline:
-            self._probe_deadline = None
-            self._failures += 1
-            if self._failures >= MAX_PROBES:
-                self._failures = 0
-                self._on_size_failed(self._probe_size, now)
+        for probe_id, (size, deadline) in list(self._in_flight.items()):
+            if now < deadline or probe_id not in self._in_flight:
+                continue  # (an earlier answer in this loop may have settled it)
+            del self._in_flight[probe_id]
+            if self._phase is _Phase.COMPLETE:
+                self._validation_failures += 1
+                if self._validation_failures >= MAX_PROBES:
+                    self.note_black_hole(now)
+                else:
+                    self._send_probe(size, now)
+                continue
+            self._candidates[size] += 1
+            if self._candidates[size] >= MAX_PROBES:
+                self._on_size_failed(size, now)
             else:
-                self._next_probe_at = now
-        if self._phase is _Phase.COMPLETE and now >= self._search_restart_at and self._probe_deadline is None:
+                self._send_probe(size, now)
+        if self._phase is _Phase.COMPLETE and now >= self._search_restart_at and not self._in_flight:
             self._start_search(now)
-        if self._probe_deadline is None and self._next_probe_at is not None and now >= self._next_probe_at:
-            self._send_probe(now)
+        if self._next_probe_at is not None and now >= self._next_probe_at and not self._in_flight:
+            self._next_probe_at = None
+            self._validation_failures = 0
+            self._send_probe(self.max_datagram_size, now)
 
-    def _send_probe(self, now: float) -> None:
-        size = self._next_size if self._phase is _Phase.SEARCHING else self.max_datagram_size
+    def _send_probe(self, size: int, now: float) -> None:
         self._probe_id += 1
-        self._probe_size = size
-        self._probe_deadline = now + self.probe_timeout
-        self._next_probe_at = None
+        self._in_flight[self._probe_id] = (size, now + self.probe_timeout)
         self._outbox.append(frames.encode_pmtu_probe(self._probe_id, size - self.overhead))
 
     def next_event(self) -> Any:

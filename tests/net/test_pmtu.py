@@ -37,7 +37,8 @@ def test_search_finds_the_exact_limit_of_the_path():
     sizes = [e.max_datagram_size for e in left.events_of(events.PathMtuChanged)]
     assert sizes == sorted(sizes) and sizes[-1] == 8000, "the confirmed size only grows during a search"
     probes = [len(d.data) for d in left.sent if d.data[OVERHEAD + 1] == frames.FrameType.PMTU_PROBE]
-    assert probes[: MAX_PROBES] == [65507] * MAX_PROBES, "the local maximum is tried first, three times"
+    assert probes[:3] == [65507, 8972, 8952], "the local maximum and the common sizes below it go out at once"
+    assert probes.count(65507) == MAX_PROBES, "a size fails after three unanswered probes"
     assert len(probes) < 80
 
 
@@ -69,3 +70,11 @@ def test_owner_reported_black_hole_and_local_max_at_base():
         PathMtuProber(b"x" * 32, 0.0, local_max=1000, overhead=0)
     base_only = PathMtuProber(b"x" * 32, 0.0, local_max=BASE_PLPMTU, overhead=0)
     assert base_only.frames_to_send(0.0) == [] and base_only.get_timer() == 600.0
+
+
+def test_a_path_narrower_than_the_route_is_found_within_a_round_trip():
+    network, left, _, _ = path(1500)
+    network.run_until(lambda: left.core.core.max_datagram_size == 1472, 1)
+    assert network.now == pytest.approx(1000.04), "the Ethernet size was probed beside the local maximum"
+    assert network.run_until(lambda: left.core.core._phase.value == "complete", 60)
+    assert left.core.core.max_datagram_size == 1500
