@@ -82,14 +82,18 @@ def parse_host_port(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, i
     return host, default_port if port_text is None else parse_port(port_text)
 
 
-def parse_ip_port(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
-    """`IP[:PORT]`, as `parse_host_port` but the host must be an IP address (a LAN address)."""
-    host, port = parse_host_port(text, default_port)
+def check_ip(host: str) -> str:
     try:
         ipaddress.ip_address(host)
     except ValueError:
         raise InvalidValueError(f"{host!r} is not an IP address (a local address is written as digits)") from None
-    return host, port
+    return host
+
+
+def parse_ip_port(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """`IP[:PORT]`, as `parse_host_port` but the host must be an IP address (a LAN address)."""
+    host, port = parse_host_port(text, default_port)
+    return check_ip(host), port
 
 
 def format_host_port(host: str, port: int) -> str:
