@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ocsync_tui.errors import OcsyncError
+from ocsync_tui.vcs.negotiation import MAX_HAVES
 
 VERSION = 1
-MAX_HAVES = 64
 MAX_MESSAGE_BYTES = 8 * 1024
 MAX_REASON_CHARS = 200
 MAX_FOLDER_NAME_CHARS = 64
