@@ -98,7 +98,8 @@ def read_token(home: Path) -> str:
     """The token in HOME/control.token; ControlTokenError if it is missing, shared or damaged."""
     path = home / TOKEN_NAME
     try:
-        with open(path, "rb") as handle:
+        # Non-blocking, so a FIFO planted in its place cannot hang the daemon before the check.
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
             _check_private(path, os.fstat(handle.fileno()).st_mode)
             text = handle.read(1024).decode("ascii", "replace").strip()
     except FileNotFoundError:
