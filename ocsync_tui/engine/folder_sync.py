@@ -22,6 +22,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -78,6 +79,14 @@ class FolderEntry(Protocol):
     path: Path
 
 
+class _FolderUnusable(Exception):
+    """Raised in the writer thread: the folder must stop (it is gone, unmarked, or another folder)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 @dataclass
 class _Touched:
     last_event: float  # trio time of the last event or the last time its stat was seen to change
@@ -116,7 +125,7 @@ class FolderSync:
     ) -> None:
         self.folder_id = folder.folder_id
         self.name = folder.name
-        self.path = Path(folder.path)
+        self.path = Path(folder.path).resolve()  # watchfiles reports paths under the one it watches
         self.identity = identity
         self.clock = clock
         self.scan_interval = scan_interval
@@ -137,23 +146,29 @@ class FolderSync:
 
     async def write(self, fn: Callable[[FolderRepo], T]) -> T:
         """Run `fn(folder_repo)` in a worker thread as the folder's only writer (FIFO) and return its
-        result. Raises FolderStoppedError if the folder is stopped or stops now."""
+        result; what `fn` raises is raised here. Raises FolderStoppedError if the folder is stopped, or
+        stops now (FolderLockedError if another process holds the folder's lock)."""
         async with self._writer:
             if self.stopped:
                 raise FolderStoppedError(f"folder {self.name!r} is stopped: {self.stop_reason}")
             try:
                 return await trio.to_thread.run_sync(self._under_writer, fn)
-            except _STOPPING_ERRORS as error:
-                self._stop(str(error))
-                raise FolderStoppedError(f"folder {self.name!r} is stopped: {error}") from None
+            except _FolderUnusable as unusable:
+                self._stop(unusable.reason)
+                raise FolderStoppedError(f"folder {self.name!r} is stopped: {unusable.reason}") from None
 
     def _under_writer(self, fn: Callable[[FolderRepo], T]) -> T:
-        with folder_writer(self.path) as folder:
+        with ExitStack() as stack:
             try:
+                folder = stack.enter_context(folder_writer(self.path))
+                stack.callback(folder.close)
                 self._check_folder(folder)
+            except _STOPPING_ERRORS as error:
+                raise _FolderUnusable(str(error)) from None
+            try:
                 return fn(folder)
-            finally:
-                folder.close()
+            except MarkerMissingError as error:  # the committer found tracked files gone with the marker
+                raise _FolderUnusable(str(error)) from None
 
     def _check_folder(self, folder: FolderRepo) -> None:
         if folder.folder_id != self.folder_id:
@@ -214,6 +229,10 @@ class FolderSync:
             except (OcsyncError, OSError) as error:
                 log.error("folder %s: committing failed, trying again in %gs: %s", self.name, FAILED_RETRY_SECONDS, error)
                 await trio.sleep(FAILED_RETRY_SECONDS)
+            except Exception:
+                # A bug in one folder's commit must not take down the daemon and every other folder.
+                log.exception("folder %s: committing failed, trying again in %gs", self.name, FAILED_RETRY_SECONDS)
+                await trio.sleep(FAILED_RETRY_SECONDS)
         return None
 
     # -- running -----------------------------------------------------------------------------------
@@ -260,6 +279,7 @@ class FolderSync:
                     stop_event=stop_watching,
                     rust_timeout=WATCH_TIMEOUT_MS,
                     yield_on_timeout=True,
+                    ignore_permission_denied=True,  # the committer's walk reports unreadable directories
                 ):
                     self._watching.set()  # its first yield: events are being delivered from now on
                     self._note_changes(path for _, path in changes)

@@ -16,7 +16,7 @@ from ocsync_tui.engine.folder_sync import FolderStoppedError, FolderSync
 from ocsync_tui.identity import load_or_create_identity
 from ocsync_tui.vcs.apply import apply_bundle
 from ocsync_tui.vcs.bundle import create_bundle
-from ocsync_tui.vcs.folder import MARKER_NAME, FolderRepo, init_folder
+from ocsync_tui.vcs.folder import MARKER_NAME, FolderRepo, NotAFolderError, init_folder
 from tests.conftest import git_fsck_strict
 
 
@@ -134,6 +134,18 @@ async def test_add_edit_delete_and_rename_are_separate_commits_within_a_second(t
 
 
 @pytest.mark.trio
+async def test_a_renamed_directory_commits_each_add_before_its_delete(tmp_path, identity):
+    root = tmp_path / "moving"
+    folder = make_folder(root, identity, {"old/a.txt": b"a\n", "old/b.txt": b"b\n"})
+    observed = Observed()
+    async with running(folder_sync(folder, identity, observed)):
+        os.rename(root / "old", root / "new")
+        await wait_until(lambda: len(subjects(root)) == 6)
+    assert subjects(root)[2:] == ["add new/a.txt", "add new/b.txt", "delete old/a.txt", "delete old/b.txt"]
+    git_fsck_strict(root)
+
+
+@pytest.mark.trio
 async def test_a_commit_follows_a_write_within_about_150_ms(tmp_path, identity):
     root = tmp_path / "fast"
     folder = make_folder(root, identity)
@@ -245,6 +257,24 @@ async def test_writes_run_one_at_a_time_in_the_order_asked(tmp_path, identity):
 
 
 @pytest.mark.trio
+async def test_an_error_of_a_write_reaches_its_caller_and_the_folder_keeps_going(tmp_path, identity):
+    root = tmp_path / "erring"
+    folder = make_folder(root, identity)
+    observed = Observed()
+    sync = folder_sync(folder, identity, observed)
+
+    def failing(repo):
+        raise NotAFolderError("/elsewhere/x is not inside an ocsync folder")
+
+    async with running(sync):
+        with pytest.raises(NotAFolderError):
+            await sync.write(failing)
+        (root / "after.txt").write_bytes(b"still synced\n")
+        await wait_until(lambda: subjects(root) == ["add after.txt"])
+    assert not sync.stopped and observed.stops == []
+
+
+@pytest.mark.trio
 async def test_a_missing_marker_stops_the_folder_without_deleting(tmp_path, identity):
     root = tmp_path / "unmounted"
     folder = make_folder(root, identity, {f"f{number}.txt": b"x" for number in range(4)})
@@ -295,6 +325,32 @@ async def test_a_vanished_folder_directory_stops_the_folder(tmp_path, identity):
             await wait_until(lambda: sync.stopped)
     assert len(observed.stops) == 1
     assert observed.commits == []
+
+
+@pytest.mark.trio
+async def test_a_folder_directory_missing_at_start_stops_the_folder(tmp_path, identity):
+    root = tmp_path / "never-mounted"
+    folder = make_folder(root, identity, {"a.txt": b"a"})
+    shutil.rmtree(root)
+    observed = Observed()
+    sync = folder_sync(folder, identity, observed)
+    with trio.fail_after(3):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sync.run)
+    assert sync.stopped and len(observed.stops) == 1
+    assert not root.exists()
+
+
+@pytest.mark.trio
+async def test_a_folder_registered_through_a_symlink_is_watched(tmp_path, identity):
+    real = tmp_path / "real"
+    folder = make_folder(real, identity)
+    (tmp_path / "link").symlink_to(real)
+    observed = Observed()
+    linked = RegisteredFolder(folder.folder_id, folder.name, tmp_path / "link")
+    async with running(folder_sync(linked, identity, observed)):
+        (tmp_path / "link" / "through.txt").write_bytes(b"x")
+        assert await wait_until(lambda: subjects(real) == ["add through.txt"]) < 1.0
 
 
 @pytest.mark.trio
