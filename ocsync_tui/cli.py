@@ -1,13 +1,32 @@
-"""The `ocsync` command line: argument parsing and printing; the work happens in the packages."""
+"""The `ocsync` command line: argument parsing and printing; the work happens in the packages.
+
+With a daemon running on the home, every command that changes something goes through its control
+API, so it takes effect at once and nothing writes beside the daemon; without one, commands edit the
+store directly and the daemon picks the changes up when it starts. Listings read the store either way
+(the daemon keeps it current; WAL lets a reader work beside it).
+"""
 
 import argparse
+import json
+import os
 import sys
+import time
 from pathlib import Path
 
 from ocsync_tui import __version__
 from ocsync_tui.errors import OcsyncError
 from ocsync_tui.home import HOME_ENV, ensure_home, resolve_home
 from ocsync_tui.identity import load_or_create_identity, rename_device
+from ocsync_tui.store.values import (
+    canonical_device_id,
+    check_name,
+    format_hhmm,
+    format_host_port,
+    parse_hhmm,
+    parse_host_port,
+    parse_ip_port,
+    parse_port,
+)
 
 
 def _stderr_progress(label: str):
@@ -22,8 +41,53 @@ def _stderr_progress(label: str):
     return report
 
 
+def _home(args) -> Path:
+    return ensure_home(resolve_home(args.home))
+
+
 def _identity(args):
-    return load_or_create_identity(ensure_home(resolve_home(args.home)))
+    return load_or_create_identity(_home(args))
+
+
+def _store(args):
+    from ocsync_tui.store.database import open_store
+
+    return open_store(_home(args))
+
+
+def _daemon(args):
+    """A client of the daemon running on this home, or None when none runs."""
+    from ocsync_tui.control_client import connect_to_daemon
+
+    return connect_to_daemon(_home(args))
+
+
+class NoDaemonError(OcsyncError):
+    pass
+
+
+def _require_daemon(args, what: str):
+    client = _daemon(args)
+    if client is None:
+        raise NoDaemonError(f"{what} needs the daemon, and no daemon is running on {_home(args)}; "
+                            "start one with `ocsync daemon`")
+    return client
+
+
+def _report(result, fallback: str) -> None:
+    """Print the daemon's own words when it answers with text, else our description of what was done."""
+    print(result if isinstance(result, str) and result else fallback)
+
+
+def _managed_folder(args, root: Path):
+    """(client, store folder) when a running daemon syncs the folder at `root`, else (None, None): then the
+    command works on the repository directly, its folder lock keeping other writers out."""
+    client = _daemon(args)
+    if client is None:
+        return None, None
+    with _store(args) as store:
+        folder = store.folder_by_path(root)
+    return (client, folder) if folder is not None else (None, None)
 
 
 def cmd_id(args) -> int:
@@ -62,6 +126,11 @@ def cmd_init(args) -> int:
 def cmd_commit(args) -> int:
     from ocsync_tui.vcs.writer import folder_writer
 
+    client, folder = _managed_folder(args, Path(args.path))
+    if client is not None:
+        extra = {"confirm_deletions": True} if args.confirm_deletions else {}
+        _print_daemon_result(client.call("commit", folder=folder.name, **extra))
+        return 0
     identity = _identity(args)
     with folder_writer(Path(args.path)) as folder:
         from ocsync_tui.vcs.committer import commit_pending
@@ -91,8 +160,13 @@ def cmd_restore(args) -> int:
     from ocsync_tui.vcs.history import restore_file
     from ocsync_tui.vcs.writer import folder_writer
 
-    identity = _identity(args)
     root, relpath = locate_file(Path(args.file))
+    client, managed = _managed_folder(args, root)
+    if client is not None:
+        extra = {"rev": args.rev} if args.rev else {}
+        _print_daemon_result(client.call("restore", folder=managed.name, path=relpath, **extra))
+        return 0
+    identity = _identity(args)
     with folder_writer(root) as folder:
         record = restore_file(folder, identity, relpath, args.rev)
     print(f"restored {record.path} as of {record.source_rev[:10]}  [{record.commit_id[:10]}]")
@@ -115,6 +189,10 @@ def cmd_bundle_apply(args) -> int:
     from ocsync_tui.vcs.apply import apply_bundle
     from ocsync_tui.vcs.writer import folder_writer
 
+    client, managed = _managed_folder(args, Path(args.path))
+    if client is not None:
+        _print_daemon_result(client.call("bundle.apply", folder=managed.name, bundle=str(Path(args.file).resolve())))
+        return 0
     identity = _identity(args)
     with folder_writer(Path(args.path)) as folder:
         report = apply_bundle(folder, identity, Path(args.file), peer_name=args.peer_name)
@@ -122,10 +200,340 @@ def cmd_bundle_apply(args) -> int:
     return 0
 
 
+def _print_daemon_result(result) -> None:
+    if isinstance(result, str):
+        print(result)
+    elif result is not None:
+        print(json.dumps(result, indent=2))
+
+
+# Folders.
+
+
+def cmd_folder_add(args) -> int:
+    from ocsync_tui.vcs.folder import FolderRepo, NotAFolderError, init_folder
+
+    path = Path(args.path).absolute()
+    name = check_name("folder", args.name if args.name is not None else path.resolve().name)
+    client = _daemon(args)
+    if client is not None:
+        result = client.call("folder.add", path=str(path), name=name)
+        _report(result, f"added folder {name} at {path}")
+        return 0
+    with _store(args) as store:
+        path = store.check_new_folder(name, path)  # refuse before init creates anything
+        try:
+            folder = FolderRepo.open(path)
+        except NotAFolderError:
+            folder = None
+        if folder is None or not folder.marker_present:
+            _print_commit_report(init_folder(path, _identity(args), progress=_stderr_progress("committing")))
+            folder = FolderRepo.open(path)
+        folder.close()
+        added = store.add_folder(folder.folder_id, name, path)
+    print(f"added folder {added.name} (ID {added.folder_id}) at {added.path}")
+    return 0
+
+
+def cmd_folder_list(args) -> int:
+    with _store(args) as store:
+        _print_folders(store.summary()["folders"])
+    return 0
+
+
+def cmd_folder_rm(args) -> int:
+    client = _daemon(args)
+    if client is not None:
+        _report(client.call("folder.rm", name=args.name), f"stopped syncing {args.name}; its files stay")
+        return 0
+    with _store(args) as store:
+        folder = store.remove_folder(args.name)
+    print(f"stopped syncing {folder.name}; its files stay in {folder.path}")
+    return 0
+
+
+def _print_folders(folders: list[dict]) -> None:
+    if not folders:
+        print("no folders; add one with `ocsync folder add PATH`")
+    for folder in folders:
+        shared = ", ".join(
+            f"{share['peer']} (acknowledged {share['acked_head'][:10] if share.get('acked_head') else 'nothing yet'})"
+            for share in folder.get("shared_with", [])
+        )
+        print(f"{folder['name']}  {folder['path']}  ID {folder['folder_id']}  [{folder.get('state', 'ok')}]")
+        print(f"    shared with: {shared or 'nobody'}")
+
+
+# Peers.
+
+
+def cmd_peer_add(args) -> int:
+    check_name("peer", args.name)
+    if args.device_id is None and args.address is None:
+        raise OcsyncError("give the peer's device ID (--id), its address (--address), or both")
+    device_id = canonical_device_id(args.device_id) if args.device_id is not None else None
+    host, port = parse_host_port(args.address) if args.address is not None else (None, None)
+    local_host, local_port = parse_ip_port(args.local_address) if args.local_address is not None else (None, None)
+    client = _daemon(args)
+    if client is not None:
+        request = {"name": args.name}
+        if device_id is not None:
+            request["device_id"] = device_id
+        if host is not None:
+            request["address"] = format_host_port(host, port)
+        if local_host is not None:
+            request["local_address"] = format_host_port(local_host, local_port)
+        _report(client.call("peer.add", **request), f"added peer {args.name}")
+        return 0
+    with _store(args) as store:
+        peer = store.add_peer(
+            args.name, device_id=device_id, address=host, port=port, local_address=local_host, local_port=local_port
+        )
+    if peer.pending:
+        print(f"added peer {peer.name}, pending: once it connects, confirm it with "
+              f"`ocsync peer confirm {peer.name} --id DEVICE_ID` (the ID `ocsync id` shows on that device)")
+    else:
+        print(f"added peer {peer.name} ({peer.device_id})")
+    return 0
+
+
+def cmd_peer_list(args) -> int:
+    with _store(args) as store:
+        _print_peers(store.summary()["peers"])
+    return 0
+
+
+def _print_peers(peers: list[dict]) -> None:
+    if not peers:
+        print("no peers; add one with `ocsync peer add NAME --id DEVICE_ID`")
+    for peer in peers:
+        if peer.get("device_id"):
+            identity = peer["device_id"]
+        elif peer.get("presented_device_id"):
+            identity = f"pending: presented {peer['presented_device_id']}; confirm with `ocsync peer confirm`"
+        else:
+            identity = "pending: not seen yet"
+        print(f"{peer['name']}  {identity}")
+        reachable = {True: "  reachable", False: "  unreachable"}.get(peer.get("reachable"), "")
+        print(f"    address: {peer.get('address') or '-'}  local: {peer.get('local_address') or '-'}{reachable}")
+        print(f"    folders: {', '.join(peer.get('folders', [])) or 'none'}")
+        if peer.get("window"):
+            print(f"    window: {peer['window']['from']}-{peer['window']['to']} (its own)")
+
+
+def cmd_peer_rm(args) -> int:
+    client = _daemon(args)
+    if client is not None:
+        _report(client.call("peer.rm", name=args.name), f"removed peer {args.name}")
+        return 0
+    with _store(args) as store:
+        store.remove_peer(args.name)
+    print(f"removed peer {args.name} and what was shared with it")
+    return 0
+
+
+def cmd_peer_confirm(args) -> int:
+    device_id = canonical_device_id(args.device_id)
+    client = _daemon(args)
+    if client is not None:
+        _report(client.call("peer.confirm", name=args.name, device_id=device_id), f"confirmed peer {args.name}")
+        return 0
+    with _store(args) as store:
+        peer = store.confirm_peer(args.name, device_id)
+    print(f"confirmed peer {peer.name} ({peer.device_id})")
+    return 0
+
+
+# Sharing: the seed's Send and Receive.
+
+
+def cmd_share(args) -> int:
+    client = _daemon(args)
+    if client is not None:
+        _report(client.call("share", folder=args.folder, peer=args.peer), f"shared {args.folder} with {args.peer}")
+        return 0
+    with _store(args) as store:
+        folder = store.folder(args.folder)
+        newly = store.share(folder.folder_id, args.peer)
+    print(f"shared {folder.name} with {args.peer}" if newly else f"{folder.name} already is shared with {args.peer}")
+    return 0
+
+
+def cmd_unshare(args) -> int:
+    client = _daemon(args)
+    if client is not None:
+        _report(client.call("unshare", folder=args.folder, peer=args.peer), f"stopped sharing {args.folder}")
+        return 0
+    with _store(args) as store:
+        folder = store.folder(args.folder)
+        if not store.unshare(folder.folder_id, args.peer):
+            raise OcsyncError(f"{folder.name} is not shared with {args.peer}")
+    print(f"stopped sharing {folder.name} with {args.peer}")
+    return 0
+
+
+def cmd_offers(args) -> int:
+    with _store(args) as store:
+        offers = store.summary()["offers"]
+    if not offers:
+        print("no offers")
+    for offer in offers:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(offer["offered_at"]))
+        print(f"{offer['peer']} offers {offer['folder_name']} (ID {offer['folder_id']}, {when}); "
+              f"`ocsync accept {offer['peer']} {offer['folder_id']}` to receive it")
+    return 0
+
+
+def cmd_accept(args) -> int:
+    client = _daemon(args)
+    with _store(args) as store:
+        offer = store.offer(args.peer, args.folder)
+    name = check_name("folder", args.name if args.name is not None else offer.folder_name)
+    path = Path(args.path if args.path else name).absolute()
+    if client is not None:
+        extra = {"name": args.name} if args.name is not None else {}
+        result = client.call("accept", peer=args.peer, folder=offer.folder_id, path=str(path), **extra)
+        _report(result, f"accepted {offer.folder_name} from {args.peer} into {path}")
+        return 0
+    from ocsync_tui.vcs.folder import init_folder
+
+    # Without a daemon: make the folder under the offered ID and share it back; the daemon pulls the
+    # peer's history into it when it starts.
+    with _store(args) as store:
+        path = store.check_new_folder(name, path)
+        _print_commit_report(init_folder(path, _identity(args), folder_id=offer.folder_id))
+        store.add_folder(offer.folder_id, name, path)
+        store.share(offer.folder_id, args.peer)
+        store.remove_offer(args.peer, offer.folder_id)
+    print(f"accepted {offer.folder_name} from {args.peer} into {path}; "
+          "its files arrive once the daemon runs (`ocsync daemon`)")
+    return 0
+
+
+def cmd_decline(args) -> int:
+    client = _daemon(args)
+    with _store(args) as store:
+        offer = store.offer(args.peer, args.folder)
+        if client is None:
+            store.remove_offer(args.peer, offer.folder_id)
+    if client is not None:
+        _report(client.call("decline", peer=args.peer, folder=offer.folder_id), f"declined {offer.folder_name}")
+        return 0
+    print(f"declined {offer.folder_name} from {args.peer}")
+    return 0
+
+
+# Sync windows.
+
+
+def _window_text(window: dict | None) -> str:
+    if window is None:
+        return "always (no window)"
+    if window["from"] == window["to"]:
+        return "all day"
+    return f"{window['from']}-{window['to']}"
+
+
+def cmd_schedule_set(args) -> int:
+    from ocsync_tui.engine.schedule import Window
+
+    window = Window(parse_hhmm(args.from_time), parse_hhmm(args.to_time))
+    scope = f"peer {args.peer}" if args.peer else "every peer without its own window"
+    described = f"sync window for {scope}: {format_hhmm(window.from_minute)}-{format_hhmm(window.to_minute)}"
+    client = _daemon(args)
+    if client is not None:
+        extra = {"peer": args.peer} if args.peer else {}
+        result = client.call(
+            "schedule.set", **extra, **{"from": format_hhmm(window.from_minute), "to": format_hhmm(window.to_minute)}
+        )
+        _report(result, described)
+        return 0
+    with _store(args) as store:
+        store.set_window(args.peer, window)
+    print(described + (" (all day)" if window.all_day else ""))
+    return 0
+
+
+def cmd_schedule_clear(args) -> int:
+    scope = f"peer {args.peer} follows the global window" if args.peer else "no global window: sync at any time"
+    client = _daemon(args)
+    if client is not None:
+        _report(client.call("schedule.clear", **({"peer": args.peer} if args.peer else {})), scope)
+        return 0
+    with _store(args) as store:
+        store.clear_window(args.peer)
+    print(scope)
+    return 0
+
+
+def cmd_schedule_show(args) -> int:
+    with _store(args) as store:
+        summary = store.summary()
+    print(f"global: {_window_text(summary['window'])}")
+    for peer in summary["peers"]:
+        if peer.get("window"):
+            print(f"{peer['name']}: {_window_text(peer['window'])}")
+    return 0
+
+
+# Sync now, status, the daemon.
+
+
+def cmd_sync(args) -> int:
+    client = _require_daemon(args, "syncing")
+    request = {key: value for key, value in (("peer", args.peer), ("folder", args.folder)) if value}
+    _report(client.call("sync", **request), "sync started")
+    return 0
+
+
+def cmd_status(args) -> int:
+    identity = _identity(args)
+    client = _daemon(args)
+    with _store(args) as store:
+        state = {"device": {"name": identity.name, "device_id": identity.device_id}, "daemon": None, **store.summary()}
+    if client is not None:
+        live = client.call("status")
+        state.update(live if isinstance(live, dict) else {"daemon": live})
+    if args.json:
+        print(json.dumps(state, indent=2))
+        return 0
+    print(f"device: {state['device']['name']}  {state['device']['device_id']}")
+    daemon = state["daemon"]
+    if not daemon:
+        print("daemon: not running (start it with `ocsync daemon`)")
+    elif isinstance(daemon, dict):
+        details = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in daemon.items() if key != "started")
+        print(f"daemon: running ({details})")
+    else:
+        print("daemon: running")
+    print(f"sync window: {_window_text(state.get('window'))}")
+    print("\nfolders:")
+    _print_folders(state.get("folders", []))
+    print("\npeers:")
+    _print_peers(state.get("peers", []))
+    if state.get("offers"):
+        print(f"\n{len(state['offers'])} offer(s) waiting; `ocsync offers` lists them")
+    return 0
+
+
+def cmd_daemon(args) -> int:
+    from ocsync_tui.engine.daemon import run_daemon
+
+    return run_daemon(_home(args), parse_port(args.port, allow_zero=True))
+
+
+def cmd_demo(args) -> int:
+    from ocsync_tui.demo import run_demo
+
+    return run_demo(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ocsync",
         description="Peer-to-peer folder sync: every shared folder is a git repository, every file change a commit.",
+        epilog="With a daemon running on the home, commands that change something go through it and take effect "
+        "at once; without one they edit this device's store, and the daemon acts on them when it starts.",
     )
     parser.add_argument("--version", action="version", version=f"ocsync {__version__}")
     parser.add_argument(
@@ -143,7 +551,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PATH")
     p.set_defaults(handler=cmd_init)
 
-    p = commands.add_parser("commit", help="commit every pending change in folder PATH, one commit per file")
+    p = commands.add_parser(
+        "commit",
+        help="commit every pending change in folder PATH, one commit per file (through the daemon when it runs "
+        "and syncs PATH)",
+    )
     p.add_argument("path", metavar="PATH")
     p.add_argument(
         "--confirm-deletions",
@@ -156,7 +568,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="PATH/FILE")
     p.set_defaults(handler=cmd_log)
 
-    p = commands.add_parser("restore", help="bring one file back as it was at a revision, as a new commit")
+    p = commands.add_parser(
+        "restore",
+        help="bring one file back as it was at a revision, as a new commit (through the daemon when it runs and "
+        "syncs the folder)",
+    )
     p.add_argument("file", metavar="PATH/FILE")
     p.add_argument("--rev", metavar="REV", help="revision to restore (default: the version before the current one)")
     p.set_defaults(handler=cmd_restore)
@@ -173,13 +589,121 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("-o", "--output", metavar="FILE", required=True, help="where to write the bundle")
     b.set_defaults(handler=cmd_bundle_create)
-    b = bundle_commands.add_parser("apply", help="import a bundle into folder PATH and merge it")
+    b = bundle_commands.add_parser(
+        "apply", help="import a bundle into folder PATH and merge it (through the daemon when it runs and syncs PATH)"
+    )
     b.add_argument("path", metavar="PATH")
     b.add_argument("file", metavar="FILE")
     b.add_argument(
         "--from", dest="peer_name", default="manual", metavar="NAME", help="record its head as refs/peers/NAME/main"
     )
     b.set_defaults(handler=cmd_bundle_apply)
+
+    p = commands.add_parser("folder", help="add, list or remove the folders this device syncs")
+    folder_commands = p.add_subparsers(dest="folder_command", metavar="ACTION", required=True)
+    f = folder_commands.add_parser(
+        "add", help="sync folder PATH (making it an ocsync folder first, as `init` does, if it is not one)"
+    )
+    f.add_argument("path", metavar="PATH")
+    f.add_argument("--name", metavar="NAME", help="the folder's name here (default: the directory's name)")
+    f.set_defaults(handler=cmd_folder_add)
+    f = folder_commands.add_parser("list", help="the folders, their IDs and whom each is shared with")
+    f.set_defaults(handler=cmd_folder_list)
+    f = folder_commands.add_parser("rm", help="stop syncing a folder (its files and history stay on disk)")
+    f.add_argument("name", metavar="NAME", help="the folder's name or ID")
+    f.set_defaults(handler=cmd_folder_rm)
+
+    p = commands.add_parser("peer", help="add, list, remove or confirm the devices this one syncs with")
+    peer_commands = p.add_subparsers(dest="peer_command", metavar="ACTION", required=True)
+    f = peer_commands.add_parser(
+        "add",
+        help="add a peer by its device ID, its address, or both",
+        description="Add a peer. Give at least one of --id and --address; a peer added by address alone "
+        "is pending until `ocsync peer confirm NAME --id DEVICE_ID` matches the key it presents.",
+    )
+    f.add_argument("name", metavar="NAME")
+    f.add_argument("--id", dest="device_id", metavar="DEVICE_ID", help="the ID `ocsync id` shows on that device")
+    f.add_argument(
+        "--address",
+        metavar="HOST[:PORT]",
+        help="its public address: an IP or a (dyndns) host name; port default 44996; IPv6 as [::1]:44996",
+    )
+    f.add_argument("--local-address", metavar="IP[:PORT]", help="its address on the local network")
+    f.set_defaults(handler=cmd_peer_add)
+    f = peer_commands.add_parser("list", help="the peers, their device IDs, addresses and shared folders")
+    f.set_defaults(handler=cmd_peer_list)
+    f = peer_commands.add_parser("rm", help="forget a peer, with what is shared with it and its window")
+    f.add_argument("name", metavar="NAME")
+    f.set_defaults(handler=cmd_peer_rm)
+    f = peer_commands.add_parser(
+        "confirm", help="confirm a pending peer: its device ID must match the key it presented"
+    )
+    f.add_argument("name", metavar="NAME")
+    f.add_argument("--id", dest="device_id", metavar="DEVICE_ID", required=True)
+    f.set_defaults(handler=cmd_peer_confirm)
+
+    p = commands.add_parser("share", help="send a folder to a peer (the peer sees it in `ocsync offers`)")
+    p.add_argument("folder", metavar="FOLDER", help="the folder's name or ID")
+    p.add_argument("--with", dest="peer", metavar="PEER", required=True)
+    p.set_defaults(handler=cmd_share)
+    p = commands.add_parser("unshare", help="stop sending a folder to a peer")
+    p.add_argument("folder", metavar="FOLDER", help="the folder's name or ID")
+    p.add_argument("--from", dest="peer", metavar="PEER", required=True)
+    p.set_defaults(handler=cmd_unshare)
+    p = commands.add_parser("offers", help="the folders peers have offered to this device")
+    p.set_defaults(handler=cmd_offers)
+    p = commands.add_parser(
+        "accept",
+        help="receive a folder a peer offered",
+        description="Receive a folder a peer offered. Without a running daemon the folder is created and "
+        "registered now, and its files arrive once the daemon runs.",
+    )
+    p.add_argument("peer", metavar="PEER")
+    p.add_argument("folder", metavar="FOLDER", help="the offered folder's name, or its ID when names are ambiguous")
+    p.add_argument("--path", metavar="PATH", help="where to put it (default: NAME in the current directory)")
+    p.add_argument("--name", metavar="NAME", help="its name here (default: the name the peer gave it)")
+    p.set_defaults(handler=cmd_accept)
+    p = commands.add_parser("decline", help="refuse a folder a peer offered")
+    p.add_argument("peer", metavar="PEER")
+    p.add_argument("folder", metavar="FOLDER", help="the offered folder's name, or its ID when names are ambiguous")
+    p.set_defaults(handler=cmd_decline)
+
+    p = commands.add_parser(
+        "schedule",
+        help="when folder data may go to peers (sync windows)",
+        description="Sync windows, in this device's local time. A window may cross midnight (22:00 to 06:00); "
+        "FROM equal to TO means all day. A peer's own window replaces the global one; no window means always.",
+    )
+    schedule_commands = p.add_subparsers(dest="schedule_command", metavar="ACTION", required=True)
+    f = schedule_commands.add_parser("set", help="set the global window, or a peer's own with --peer")
+    f.add_argument("--peer", metavar="NAME", help="set this peer's own window instead of the global one")
+    f.add_argument("--from", dest="from_time", metavar="HH:MM", required=True)
+    f.add_argument("--to", dest="to_time", metavar="HH:MM", required=True)
+    f.set_defaults(handler=cmd_schedule_set)
+    f = schedule_commands.add_parser("clear", help="remove the global window, or a peer's own with --peer")
+    f.add_argument("--peer", metavar="NAME")
+    f.set_defaults(handler=cmd_schedule_clear)
+    f = schedule_commands.add_parser("show", help="the global window and the peers' own windows")
+    f.set_defaults(handler=cmd_schedule_show)
+
+    p = commands.add_parser("sync", help="sync now, ignoring the windows (needs the daemon)")
+    p.add_argument("--peer", metavar="NAME", help="only with this peer")
+    p.add_argument("--folder", metavar="NAME", help="only this folder")
+    p.set_defaults(handler=cmd_sync)
+    p = commands.add_parser("status", help="this device, the daemon, folders, peers and offers")
+    p.add_argument("--json", action="store_true", help="print it as JSON, for scripts")
+    p.set_defaults(handler=cmd_status)
+    p = commands.add_parser(
+        "daemon", help="run the sync daemon in the foreground (logs to stderr and HOME/daemon.log)"
+    )
+    p.add_argument(
+        "--port", default="44996", metavar="N", help="UDP port for peers (default 44996; 0 picks a free one)"
+    )
+    p.set_defaults(handler=cmd_daemon)
+    p = commands.add_parser(
+        "demo", help="two devices on this machine sharing a folder each way, to watch ocsync work"
+    )
+    p.set_defaults(handler=cmd_demo)
     return parser
 
 
@@ -192,3 +716,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`ocsync status --json | head`); say nothing more, as other tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as error:
+        # The system refused something (a permission, a full disk): the user's to fix, not a bug.
+        print(f"ocsync: {error}", file=sys.stderr)
+        return 1
