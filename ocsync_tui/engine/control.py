@@ -60,6 +60,8 @@ COMMANDS = (
     "log",
 )
 
+EVENT_KINDS = ("folder", "peer", "offer", "pending_device", "schedule", "transfer", "commit", "conflict", "sync")
+
 
 class CloseCode(IntEnum):
     """WebSocket close codes the server uses (4000-4999 are reserved for applications)."""
@@ -196,8 +198,8 @@ class ControlServer:
         A client whose queue is full is disconnected instead: it fell behind, and a client that misses
         events would show a wrong state, so it must reconnect for a fresh snapshot.
         """
-        if not isinstance(event.get("kind"), str):
-            raise ValueError(f"an event needs a string 'kind': {event!r}")
+        if event.get("kind") not in EVENT_KINDS:
+            raise ValueError(f"an event's kind must be one of {', '.join(EVENT_KINDS)}: {event!r}")
         message = json.dumps({"type": "event", "event": event})
         for client in list(self._subscribers):
             try:

@@ -106,10 +106,11 @@ async def test_a_client_that_asks_for_no_events_gets_the_snapshot_and_replies_on
         nursery.cancel_scope.cancel()
 
 
-def test_publish_refuses_an_event_without_a_kind() -> None:
+@pytest.mark.parametrize("event", [{"folder": "x"}, {"kind": "reachability"}, {"kind": ["peer"]}])
+def test_publish_refuses_an_event_of_no_documented_kind(event) -> None:
     server = control.ControlServer("ab" * 32, ScriptedHandler())
-    with pytest.raises(ValueError, match="kind"):
-        server.publish({"folder": "x"})
+    with pytest.raises(ValueError, match="kind must be one of folder, peer, offer"):
+        server.publish(event)
 
 
 @pytest.mark.trio
