@@ -265,8 +265,20 @@ class FolderSync:
                 await self._watching.wait()
 
     async def _watch(self) -> None:
-        # watchfiles waits in a worker thread that a trio cancellation cannot interrupt: only its
-        # stop_event ends the wait at once, so the event is set as soon as this task is cancelled.
+        # watchfiles waits in a worker thread that holds one of trio's default worker-thread tokens for
+        # as long as the folder runs (it takes no limiter): add one, so forty folders do not starve every
+        # other to_thread call of the daemon.
+        limiter = trio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens += 1
+        try:
+            await self._watch_until_cancelled()
+        finally:
+            limiter.total_tokens -= 1
+
+    async def _watch_until_cancelled(self) -> None:
+        # A trio cancellation cannot interrupt watchfiles' thread: only its stop_event ends the wait at
+        # once (else it lasts until the next event or WATCH_TIMEOUT_MS), so it is set the moment this
+        # task is cancelled.
         stop_watching = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_set_when_cancelled, stop_watching)

@@ -400,6 +400,22 @@ async def test_a_burst_of_files_is_committed_in_a_few_batches(tmp_path, identity
 
 
 @pytest.mark.trio
+async def test_watchers_do_not_use_up_the_worker_threads(tmp_path, identity):
+    # Each watcher waits in a worker thread for as long as its folder runs; with trio's default of 40
+    # threads, 40 folders would leave none for anything else. Here the default is 2, and 3 folders run.
+    trio.to_thread.current_default_thread_limiter().total_tokens = 2
+    syncs = [folder_sync(make_folder(tmp_path / f"f{number}", identity), identity, Observed()) for number in range(3)]
+    async with running(*syncs):
+        limiter = trio.to_thread.current_default_thread_limiter()
+        assert limiter.total_tokens - limiter.borrowed_tokens == 2
+        for _ in range(5):
+            with trio.fail_after(0.2):
+                await trio.to_thread.run_sync(time.sleep, 0.01)
+        (tmp_path / "f2" / "x.txt").write_bytes(b"x")
+        await wait_until(lambda: subjects(tmp_path / "f2") == ["add x.txt"])
+
+
+@pytest.mark.trio
 async def test_cancelling_a_running_folder_sync_is_fast(tmp_path, identity):
     folder = make_folder(tmp_path / "quick", identity, {"a.txt": b"a"})
     async with trio.open_nursery() as nursery:
