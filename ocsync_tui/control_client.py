@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from trio_websocket import ConnectionClosed, ConnectionTimeout, HandshakeError, WebSocketConnection, open_websocket
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    ConnectionTimeout,
+    DisconnectionTimeout,
+    HandshakeError,
+    WebSocketConnection,
+    open_websocket,
+)
 
 from ocsync_tui.engine.control import CONTROL_PATH, PROTOCOL_VERSION, read_token
 from ocsync_tui.errors import OcsyncError
@@ -57,12 +65,15 @@ def read_daemon_info(home: Path) -> DaemonInfo | None:
     path = home / DAEMON_INFO_NAME
     try:
         info = json.loads(path.read_text())
-        return DaemonInfo(
+        daemon = DaemonInfo(
             pid=int(info["pid"]),
             udp_port=int(info["udp_port"]),
             control_port=int(info["control_port"]),
             started=float(info["started"]),
         )
+        if daemon.pid <= 0 or not 0 < daemon.control_port < 65536:
+            raise ValueError("out of range")
+        return daemon
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError):
@@ -188,6 +199,13 @@ async def _open_port(port: int, token: str, *, wants_events: bool) -> AsyncItera
                     nursery.cancel_scope.cancel()
     except ConnectionTimeout:
         raise DaemonConnectionError(f"the daemon on port {port} did not answer within {CONNECT_TIMEOUT:.0f} s") from None
+    except DisconnectionTimeout:
+        pass  # everything was done; the daemon was only slow to confirm the close
+    except ConnectionRejected as rejected:
+        raise DaemonConnectionError(
+            f"what answers on control port {port} does not serve control API version {PROTOCOL_VERSION} "
+            f"(HTTP {rejected.status_code}); are the daemon and this client different releases?"
+        ) from None
     except HandshakeError as error:
         # trio reports a refused (or unreachable) connect as an OSError: nothing listens there.
         if isinstance(error.__cause__, OSError):

@@ -153,9 +153,8 @@ def _close_reason(text: str) -> str:
 class _Client:
     """One authenticated connection: its outgoing queue and how it is to be closed."""
 
-    def __init__(self, socket: WebSocketConnection, wants_events: bool) -> None:
+    def __init__(self, socket: WebSocketConnection) -> None:
         self.socket = socket
-        self.wants_events = wants_events
         self.outbox_send, self.outbox = trio.open_memory_channel[str](CLIENT_QUEUE_SIZE)
         self.close_code = CloseCode.NORMAL
         self.close_reason: str | None = None
@@ -181,6 +180,7 @@ class ControlServer:
         self._host = host
         self._port = port
         self._subscribers: set[_Client] = set()
+        self._commands: trio.Nursery | None = None
 
     @property
     def subscriber_count(self) -> int:
@@ -188,6 +188,9 @@ class ControlServer:
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            # Commands run here, not under their connection: one that started finishes even if its
+            # client goes away (a CLI interrupted after sending `peer.add` still added the peer).
+            self._commands = nursery
             server = await nursery.start(serve_websocket, self._serve_request, self._host, self._port, None)
             log.info("control API listening on %s:%d%s", self._host, server.port, CONTROL_PATH)
             task_status.started(server.port)
@@ -232,7 +235,7 @@ class ControlServer:
             log.info("refused a control client: %s", refusal[1])
             await socket.aclose(refusal[0], _close_reason(refusal[1]))
             return
-        client = _Client(socket, wants_events)
+        client = _Client(socket)
         try:
             state = json.dumps({"type": "snapshot", "version": PROTOCOL_VERSION, "state": self._handler.snapshot()})
         except Exception:
@@ -246,7 +249,7 @@ class ControlServer:
             self._subscribers.add(client)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._receive_loop, client, nursery)
+                nursery.start_soon(self._receive_loop, client, nursery.cancel_scope)
                 await self._send_loop(client)
                 nursery.cancel_scope.cancel()
         finally:
@@ -293,14 +296,15 @@ class ControlServer:
             if client.close_reason is not None:
                 return
 
-    async def _receive_loop(self, client: _Client, nursery: trio.Nursery) -> None:
+    async def _receive_loop(self, client: _Client, connection_scope: trio.CancelScope) -> None:
+        assert self._commands is not None
         try:
             while True:
                 raw = await client.socket.get_message()
                 await client.commands_in_flight.acquire()
-                nursery.start_soon(self._answer, client, raw)
+                self._commands.start_soon(self._answer, client, raw)
         except ConnectionClosed:
-            nursery.cancel_scope.cancel()
+            connection_scope.cancel()
 
     async def _answer(self, client: _Client, raw: str | bytes) -> None:
         try:

@@ -22,6 +22,7 @@ class ScriptedHandler:
         self.state: dict = {"folders": [], "peers": [], "udp_port": 44996}
         self.calls: list[tuple[str, dict]] = []
         self.release_sync = trio.Event()
+        self.finished: list[str] = []
 
     def snapshot(self) -> dict:
         return self.state
@@ -38,6 +39,7 @@ class ScriptedHandler:
             return {"not json": object()}
         if command == "sync":
             await self.release_sync.wait()
+            self.finished.append(command)
             return {"exchanges": []}
         return {"command": command}
 
@@ -59,7 +61,7 @@ def raw_client(port: int, **options):
 
 
 def write_daemon_info(home: Path, control_port: int, pid: int | None = None) -> None:
-    info = {"pid": pid or os.getpid(), "udp_port": 44996, "control_port": control_port, "started": 1.0}
+    info = {"pid": os.getpid() if pid is None else pid, "udp_port": 44996, "control_port": control_port, "started": 1.0}
     (home / "daemon.json").write_text(json.dumps(info))
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from trio_websocket import serve_websocket
+
 from ocsync_tui.control_client import (
     DaemonCommandError,
     DaemonConnectionError,
@@ -196,3 +198,26 @@ async def test_an_error_inside_the_connection_block_comes_out_as_itself(tmp_path
             async with open_daemon_connection(tmp_path):
                 raise KeyError("mine")
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_a_server_that_does_not_serve_v1_is_named_as_a_release_mismatch(tmp_path) -> None:
+    async def only_v2(request) -> None:
+        await request.reject(404)
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(serve_websocket, only_v2, "127.0.0.1", 0, None)
+        ensure_token(tmp_path)
+        write_daemon_info(tmp_path, server.port)
+        with pytest.raises(DaemonConnectionError, match=r"does not serve control API version 1 \(HTTP 404\); are the daemon"):
+            async with open_daemon_connection(tmp_path):
+                pass
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("pid", [0, -1])
+def test_a_daemon_json_with_an_impossible_pid_is_damaged(tmp_path, pid) -> None:
+    ensure_token(tmp_path)
+    write_daemon_info(tmp_path, free_tcp_port(), pid=pid)
+    with pytest.raises(DaemonConnectionError, match="daemon.json is damaged"):
+        connect_to_daemon(tmp_path)

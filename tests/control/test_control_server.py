@@ -187,6 +187,27 @@ async def test_a_slow_command_holds_up_neither_events_nor_other_commands() -> No
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.trio
+async def test_a_command_finishes_even_when_its_client_goes_away() -> None:
+    handler = ScriptedHandler()
+    async with trio.open_nursery() as nursery:
+        _, port = await start_server(nursery, handler)
+        async with raw_client(port) as socket:
+            await hello(socket)
+            await socket.send_message(json.dumps({"type": "command", "id": 1, "command": "sync"}))
+            with trio.fail_after(10):
+                while not handler.calls:
+                    await trio.sleep(0.01)
+        handler.release_sync.set()
+        with trio.fail_after(10):
+            while not handler.finished:
+                await trio.sleep(0.01)
+        assert handler.finished == ["sync"]
+        async with raw_client(port) as socket:
+            assert (await hello(socket))["type"] == "snapshot"
+        nursery.cancel_scope.cancel()
+
+
 class BrokenSnapshot(ScriptedHandler):
     def snapshot(self) -> dict:
         raise KeyError("folders")
