@@ -324,7 +324,9 @@ class ExchangeCore:
         if isinstance(message, Changed):
             return self._peer_moved(message.folder_id, state, message.head, now)
         if isinstance(message, Applied):
-            actions: list[Action] = self._stop_giving(message.folder_id, state)
+            # A bundle still being made answers a newer Pull (messages may overtake each other): keep it.
+            sent = state.giving is not None and state.giving.path is not None
+            actions: list[Action] = self._stop_giving(message.folder_id, state) if sent else []
             actions.append(RecordAckedHead(message.folder_id, message.head))
             return actions + self._peer_moved(message.folder_id, state, message.head, now)
         pull = state.pull
@@ -340,8 +342,8 @@ class ExchangeCore:
             return actions
         return self._end_pull(message.folder_id, state, "refused", message.reason, now)
 
-    def expects_bundle(self, meta: BundleMeta) -> bool:
-        """Whether to accept an offered bundle blob: only the answer to our pull in flight."""
+    def _expects_bundle(self, meta: BundleMeta) -> bool:
+        """Only the answer to our pull in flight for its folder is taken."""
         state = self._folders.get(meta.folder_id)
         pull = state.pull if state is not None else None
         return (
@@ -353,8 +355,10 @@ class ExchangeCore:
         )
 
     def bundle_offered(self, meta: BundleMeta, now: float) -> bool:
-        """The peer offers a bundle blob: True to accept it (then its transfer is on the clock)."""
-        if not self.expects_bundle(meta):
+        """The peer offers a bundle blob (metadata decoded by `messages.decode_bundle_meta`): True to
+        accept it, False to decline. Accepting moves the pull from the answer timeout to the transfer's
+        idle timeout, which `bundle_progress` pushes back."""
+        if not self._expects_bundle(meta):
             return False
         pull = self._folders[meta.folder_id].pull
         pull.stage, pull.giver_head = "receiving", meta.head
@@ -370,7 +374,7 @@ class ExchangeCore:
 
     def bundle_received(self, meta: BundleMeta, path: Path, now: float) -> list[Action]:
         """A bundle blob arrived whole (its SHA-256 checked by the transport)."""
-        if not self.expects_bundle(meta):
+        if not self._expects_bundle(meta):
             return [DropReceivedBundle(path, "no pull of ours asked for this bundle")]
         pull = self._folders[meta.folder_id].pull
         pull.stage, pull.giver_head, pull.deadline = "applying", meta.head, None

@@ -2,8 +2,8 @@
 everything from its head back to the ones it also has.
 
 `haves(folder)` is what the puller sends: its head, the heads it last recorded from its peers
-(`refs/peers/*/main`), and first-parent ancestors of its head at distances 1, 2, 4, 8, … plus the root,
-so a few dozen ids find common history in any folder. `bundle_for(folder, haves, out)` is the giver's
+(`refs/peers/*/main`), and first-parent ancestors of its head at distances 1, 2, 4, 8, … 1024, plus
+the root when it is within that reach. `bundle_for(folder, haves, out)` is the giver's
 side: the haves it knows become the bundle's boundary (its prerequisites are the newest of them on each
 line of history); none known gives a full bundle; None when the puller already has the giver's head.
 Both read the repository only; `bundle_for` writes the bundle file.
@@ -18,8 +18,11 @@ from ocsync_tui.vcs.bundle import BundleInfo, FolderLike, create_bundle
 
 MAX_HAVES = 64
 _PEER_REFS = b"refs/peers"
-# Room left for the ancestors: a first-parent chain of a million commits needs 21 of them.
 _MAX_PEER_HEADS = 32
+# Reading a commit costs some 50 µs and every pull starts with this walk, so it stops 1024 commits down
+# (11 samples, ~50 ms). The heads recorded from peers are what finds common history day to day; two
+# replicas whose histories part deeper than that, with no such head in common, get a full bundle.
+_MAX_WALK = 1024
 
 
 def haves(folder: FolderLike) -> list[str]:
@@ -37,11 +40,11 @@ def haves(folder: FolderLike) -> list[str]:
 
 
 def _sampled_ancestors(folder: FolderLike, head: bytes) -> list[bytes]:
-    """First-parent ancestors of `head` at distances 1, 2, 4, 8, …, and the root commit."""
+    """First-parent ancestors of `head` at distances 1, 2, 4, … up to _MAX_WALK, and the root within it."""
     store = folder.repo.object_store
     sampled: list[bytes] = []
     distance, next_sample, commit_id = 0, 1, head
-    while True:
+    while distance < _MAX_WALK:
         try:
             parent = _first_parent(store.get_raw(commit_id)[1])
         except KeyError:
@@ -54,6 +57,7 @@ def _sampled_ancestors(folder: FolderLike, head: bytes) -> list[bytes]:
         if distance == next_sample:
             sampled.append(commit_id)
             next_sample *= 2
+    return sampled
 
 
 def _first_parent(raw_commit: bytes) -> bytes | None:

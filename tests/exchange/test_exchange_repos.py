@@ -119,7 +119,8 @@ def test_a_bundle_for_an_unrequested_folder_is_dropped(wire, tmp_path):
     # Not even while B has a pull in flight for another folder or under another request id.
     wire.full_exchange(b)
     request_id = b.sent_messages[-1].request_id
-    for wrong in (BundleMeta("zzzz-zzzz-zzzz-zzzz", request_id, info.head), BundleMeta(a.folder_id, request_id + 1, info.head)):
+    other_folder = BundleMeta("zzzz-zzzz-zzzz-zzzz", request_id, info.head)
+    for wrong in (other_folder, BundleMeta(a.folder_id, request_id + 1, info.head)):
         assert not b.core.bundle_offered(wrong, wire.now)
         bundle_for(a.device.folder, [], stray)
         wire.run(b, b.core.bundle_received(wrong, stray, wire.now))

@@ -53,6 +53,23 @@ def test_haves_are_head_peer_heads_and_ancestors_at_doubling_distances(tmp_path)
     assert len(set(listed)) == len(listed)
 
 
+def test_the_walk_for_haves_stops_1024_commits_down(tmp_path):
+    device = make_device(tmp_path, "long", {"seed.txt": b"seed"})
+    stream = []
+    for n in range(1, 1501):
+        data = b"version %d\n" % n
+        stream.append(b"commit refs/heads/main\ncommitter T <t@ocsync.invalid> %d +0000\ndata 4\nedit\n" % (1000 + n))
+        if n == 1:
+            stream.append(b"from refs/heads/main^0\n")
+        stream.append(b"M 100644 inline f.txt\ndata %d\n%s\n" % (len(data), data))
+    result = subprocess.run(["git", "-C", str(device.root), "fast-import", "--quiet"], input=b"".join(stream),
+                            capture_output=True)
+    assert result.returncode == 0, result.stderr
+    chain = first_parent_chain(device)
+    assert len(chain) == 1501
+    assert haves(device.folder) == [chain[0], *(chain[2**k] for k in range(11))]
+
+
 def test_haves_of_an_empty_folder_are_empty_and_of_one_commit_just_the_head(tmp_path):
     empty = make_device(tmp_path, "empty")
     assert haves(empty.folder) == []
