@@ -283,11 +283,14 @@ async def test_a_missing_marker_stops_the_folder_without_deleting(tmp_path, iden
     sync = folder_sync(folder, identity, observed)
     async with trio.open_nursery() as nursery:
         await nursery.start(sync.run)
+        await trio.sleep(0.3)
         (root / MARKER_NAME).unlink()
-        (root / "f0.txt").unlink()
         with trio.fail_after(2):
             await wait_until(lambda: sync.stopped)
         # run returns by itself once the folder stopped: the nursery closes without a cancel
+    (root / "f0.txt").unlink()
+    (root / "f1.txt").unlink()
+    await trio.sleep(0.3)
     assert len(observed.stops) == 1 and MARKER_NAME in observed.stops[0]
     assert head(root) == before
     assert observed.commits == []
