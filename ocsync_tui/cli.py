@@ -74,11 +74,6 @@ def _require_daemon(args, what: str):
     return client
 
 
-def _report(result, fallback: str) -> None:
-    """Print the daemon's own words when it answers with text, else our description of what was done."""
-    print(result if isinstance(result, str) and result else fallback)
-
-
 def _managed_folder(args, root: Path):
     """(client, store folder) when a running daemon syncs the folder at `root`, else (None, None): then the
     command works on the repository directly, its folder lock keeping other writers out."""
@@ -98,21 +93,34 @@ def cmd_id(args) -> int:
     return 0
 
 
-def _print_commit_report(report) -> None:
-    for note in report.notes:
+def _print_commits(notes, committed, skipped, held_deletions) -> None:
+    """committed: (action, path, commit id) triples; skipped: (path, reason) pairs."""
+    for note in notes:
         print(note)
-    for record in report.committed:
-        print(f"{record.action:<7} {record.path}  [{record.commit_id[:10]}]")
-    for path, reason in report.skipped:
+    for action, path, commit_id in committed:
+        print(f"{action:<7} {path}  [{commit_id[:10]}]")
+    for path, reason in skipped:
         print(f"warning: skipped {path}: {reason}", file=sys.stderr)
-    if report.held_deletions:
+    if held_deletions:
         print(
-            f"held {len(report.held_deletions)} deletions (more than half of the files would go); "
+            f"held {len(held_deletions)} deletions (more than half of the files would go); "
             "check the folder, then run `ocsync commit PATH --confirm-deletions`",
             file=sys.stderr,
         )
-    if not report.committed:
+    if not committed:
         print("nothing to commit")
+
+
+def _print_commit_report(report) -> None:
+    committed = [(record.action, record.path, record.commit_id) for record in report.committed]
+    _print_commits(report.notes, committed, report.skipped, report.held_deletions)
+
+
+def _print_daemon_commit_report(result: dict) -> None:
+    """The daemon's answer to `commit` (engine/commands.py), printed as a commit made here prints."""
+    committed = [(c.get("action", "?"), c.get("path", "?"), c.get("commit", "")) for c in result.get("committed", [])]
+    skipped = [(s.get("path", "?"), s.get("reason", "")) for s in result.get("skipped", [])]
+    _print_commits(result.get("notes", []), committed, skipped, result.get("held_deletions", []))
 
 
 def cmd_init(args) -> int:
@@ -129,7 +137,7 @@ def cmd_commit(args) -> int:
     client, folder = _managed_folder(args, Path(args.path))
     if client is not None:
         extra = {"confirm_deletions": True} if args.confirm_deletions else {}
-        _print_daemon_result(client.call("commit", folder=folder.name, **extra))
+        _print_daemon_commit_report(client.call("commit", folder=folder.name, **extra))
         return 0
     identity = _identity(args)
     with folder_writer(Path(args.path)) as folder:
@@ -164,12 +172,13 @@ def cmd_restore(args) -> int:
     client, managed = _managed_folder(args, root)
     if client is not None:
         extra = {"rev": args.rev} if args.rev else {}
-        _print_daemon_result(client.call("restore", folder=managed.name, path=relpath, **extra))
-        return 0
-    identity = _identity(args)
-    with folder_writer(root) as folder:
-        record = restore_file(folder, identity, relpath, args.rev)
-    print(f"restored {record.path} as of {record.source_rev[:10]}  [{record.commit_id[:10]}]")
+        result = client.call("restore", folder=managed.name, path=relpath, **extra)
+        source, commit_id = result.get("restored_from", ""), result.get("commit", "")
+    else:
+        with folder_writer(root) as folder:
+            record = restore_file(folder, _identity(args), relpath, args.rev)
+        source, commit_id = record.source_rev, record.commit_id
+    print(f"restored {relpath} as of {source[:10]}  [{commit_id[:10]}]")
     return 0
 
 
@@ -191,20 +200,14 @@ def cmd_bundle_apply(args) -> int:
 
     client, managed = _managed_folder(args, Path(args.path))
     if client is not None:
-        _print_daemon_result(client.call("bundle.apply", folder=managed.name, bundle=str(Path(args.file).resolve())))
+        result = client.call("bundle.apply", folder=managed.name, bundle=str(Path(args.file).resolve()))
+        print(result.get("summary", "applied"))
         return 0
     identity = _identity(args)
     with folder_writer(Path(args.path)) as folder:
         report = apply_bundle(folder, identity, Path(args.file), peer_name=args.peer_name)
     print(report.summary())
     return 0
-
-
-def _print_daemon_result(result) -> None:
-    if isinstance(result, str):
-        print(result)
-    elif result is not None:
-        print(json.dumps(result, indent=2))
 
 
 # Folders.
@@ -217,8 +220,8 @@ def cmd_folder_add(args) -> int:
     name = check_name("folder", args.name if args.name is not None else path.resolve().name)
     client = _daemon(args)
     if client is not None:
-        result = client.call("folder.add", path=str(path), name=name)
-        _report(result, f"added folder {name} at {path}")
+        added = client.call("folder.add", path=str(path), name=name)
+        print(f"added folder {name} (ID {added.get('id', '?')}) at {added.get('path', path)}")
         return 0
     with _store(args) as store:
         path = store.check_new_folder(name, path)  # refuse before init creates anything
@@ -244,11 +247,13 @@ def cmd_folder_list(args) -> int:
 def cmd_folder_rm(args) -> int:
     client = _daemon(args)
     if client is not None:
-        _report(client.call("folder.rm", name=args.name), f"stopped syncing {args.name}; its files stay")
-        return 0
-    with _store(args) as store:
-        folder = store.remove_folder(args.name)
-    print(f"stopped syncing {folder.name}; its files stay in {folder.path}")
+        removed = client.call("folder.rm", name=args.name)
+        name, path = removed.get("name", args.name), removed.get("path", "place")
+    else:
+        with _store(args) as store:
+            folder = store.remove_folder(args.name)
+        name, path = folder.name, folder.path
+    print(f"stopped syncing {name}; its files stay in {path}")
     return 0
 
 
@@ -283,17 +288,17 @@ def cmd_peer_add(args) -> int:
             request["address"] = format_host_port(host, port)
         if local_host is not None:
             request["local_address"] = format_host_port(local_host, local_port)
-        _report(client.call("peer.add", **request), f"added peer {args.name}")
-        return 0
-    with _store(args) as store:
-        peer = store.add_peer(
-            args.name, device_id=device_id, address=host, port=port, local_address=local_host, local_port=local_port
-        )
-    if peer.pending:
-        print(f"added peer {peer.name}, pending: once it connects, confirm it with "
-              f"`ocsync peer confirm {peer.name} --id DEVICE_ID` (the ID `ocsync id` shows on that device)")
+        client.call("peer.add", **request)
     else:
-        print(f"added peer {peer.name} ({peer.device_id})")
+        with _store(args) as store:
+            store.add_peer(
+                args.name, device_id=device_id, address=host, port=port, local_address=local_host, local_port=local_port
+            )
+    if device_id is None:
+        print(f"added peer {args.name}, pending: once it connects, confirm it with "
+              f"`ocsync peer confirm {args.name} --id DEVICE_ID` (the ID `ocsync id` shows on that device)")
+    else:
+        print(f"added peer {args.name} ({device_id})")
     return 0
 
 
@@ -324,10 +329,10 @@ def _print_peers(peers: list[dict]) -> None:
 def cmd_peer_rm(args) -> int:
     client = _daemon(args)
     if client is not None:
-        _report(client.call("peer.rm", name=args.name), f"removed peer {args.name}")
-        return 0
-    with _store(args) as store:
-        store.remove_peer(args.name)
+        client.call("peer.rm", name=args.name)
+    else:
+        with _store(args) as store:
+            store.remove_peer(args.name)
     print(f"removed peer {args.name} and what was shared with it")
     return 0
 
@@ -336,11 +341,11 @@ def cmd_peer_confirm(args) -> int:
     device_id = canonical_device_id(args.device_id)
     client = _daemon(args)
     if client is not None:
-        _report(client.call("peer.confirm", name=args.name, device_id=device_id), f"confirmed peer {args.name}")
-        return 0
-    with _store(args) as store:
-        peer = store.confirm_peer(args.name, device_id)
-    print(f"confirmed peer {peer.name} ({peer.device_id})")
+        client.call("peer.confirm", name=args.name, device_id=device_id)
+    else:
+        with _store(args) as store:
+            store.confirm_peer(args.name, device_id)
+    print(f"confirmed peer {args.name} ({device_id})")
     return 0
 
 
@@ -350,7 +355,8 @@ def cmd_peer_confirm(args) -> int:
 def cmd_share(args) -> int:
     client = _daemon(args)
     if client is not None:
-        _report(client.call("share", folder=args.folder, peer=args.peer), f"shared {args.folder} with {args.peer}")
+        client.call("share", folder=args.folder, peer=args.peer)
+        print(f"shared {args.folder} with {args.peer}")
         return 0
     with _store(args) as store:
         folder = store.folder(args.folder)
@@ -362,13 +368,13 @@ def cmd_share(args) -> int:
 def cmd_unshare(args) -> int:
     client = _daemon(args)
     if client is not None:
-        _report(client.call("unshare", folder=args.folder, peer=args.peer), f"stopped sharing {args.folder}")
-        return 0
-    with _store(args) as store:
-        folder = store.folder(args.folder)
-        if not store.unshare(folder.folder_id, args.peer):
-            raise OcsyncError(f"{folder.name} is not shared with {args.peer}")
-    print(f"stopped sharing {folder.name} with {args.peer}")
+        client.call("unshare", folder=args.folder, peer=args.peer)
+    else:
+        with _store(args) as store:
+            folder = store.folder(args.folder)
+            if not store.unshare(folder.folder_id, args.peer):
+                raise OcsyncError(f"{folder.name} is not shared with {args.peer}")
+    print(f"stopped sharing {args.folder} with {args.peer}")
     return 0
 
 
@@ -392,8 +398,8 @@ def cmd_accept(args) -> int:
     path = Path(args.path if args.path else name).absolute()
     if client is not None:
         extra = {"name": args.name} if args.name is not None else {}
-        result = client.call("accept", peer=args.peer, folder=offer.folder_id, path=str(path), **extra)
-        _report(result, f"accepted {offer.folder_name} from {args.peer} into {path}")
+        client.call("accept", peer=args.peer, folder=offer.folder_id, path=str(path), **extra)
+        print(f"accepted {offer.folder_name} from {args.peer} into {path}")
         return 0
     from ocsync_tui.vcs.folder import init_folder
 
@@ -417,8 +423,7 @@ def cmd_decline(args) -> int:
         if client is None:
             store.remove_offer(args.peer, offer.folder_id)
     if client is not None:
-        _report(client.call("decline", peer=args.peer, folder=offer.folder_id), f"declined {offer.folder_name}")
-        return 0
+        client.call("decline", peer=args.peer, folder=offer.folder_id)
     print(f"declined {offer.folder_name} from {args.peer}")
     return 0
 
@@ -443,13 +448,12 @@ def cmd_schedule_set(args) -> int:
     client = _daemon(args)
     if client is not None:
         extra = {"peer": args.peer} if args.peer else {}
-        result = client.call(
+        client.call(
             "schedule.set", **extra, **{"from": format_hhmm(window.from_minute), "to": format_hhmm(window.to_minute)}
         )
-        _report(result, described)
-        return 0
-    with _store(args) as store:
-        store.set_window(args.peer, window)
+    else:
+        with _store(args) as store:
+            store.set_window(args.peer, window)
     print(described + (" (all day)" if window.all_day else ""))
     return 0
 
@@ -458,10 +462,10 @@ def cmd_schedule_clear(args) -> int:
     scope = f"peer {args.peer} follows the global window" if args.peer else "no global window: sync at any time"
     client = _daemon(args)
     if client is not None:
-        _report(client.call("schedule.clear", **({"peer": args.peer} if args.peer else {})), scope)
-        return 0
-    with _store(args) as store:
-        store.clear_window(args.peer)
+        client.call("schedule.clear", **({"peer": args.peer} if args.peer else {}))
+    else:
+        with _store(args) as store:
+            store.clear_window(args.peer)
     print(scope)
     return 0
 
@@ -482,36 +486,65 @@ def cmd_schedule_show(args) -> int:
 def cmd_sync(args) -> int:
     client = _require_daemon(args, "syncing")
     request = {key: value for key, value in (("peer", args.peer), ("folder", args.folder)) if value}
-    _report(client.call("sync", **request), "sync started")
+    client.call("sync", **request)
+    print("sync started")
     return 0
 
 
-def cmd_status(args) -> int:
-    identity = _identity(args)
+def _status(args) -> dict:
+    """This device's state: the store's summary (one schema whether or not a daemon runs), plus what only
+    a running daemon knows: its ports, which peers are reachable, folders it stopped, transfers."""
+    home = _home(args)
+    identity = load_or_create_identity(home)
     client = _daemon(args)
     with _store(args) as store:
-        state = {"device": {"name": identity.name, "device_id": identity.device_id}, "daemon": None, **store.summary()}
-    if client is not None:
-        live = client.call("status")
-        state.update(live if isinstance(live, dict) else {"daemon": live})
+        state = {"device": {"name": identity.name, "device_id": identity.device_id}, "daemon": None,
+                 **store.summary(), "transfers": []}
+    for peer in state["peers"]:
+        peer["reachable"] = None
+    if client is None:
+        return state
+    from ocsync_tui.control_client import read_daemon_info
+
+    live = client.call("status")
+    info = read_daemon_info(home)
+    state["daemon"] = {
+        "pid": info.pid if info else None,
+        "udp_port": live.get("udp_port", info.udp_port if info else None),
+        "control_port": client.port,
+    }
+    live_peers = {peer.get("name"): peer for peer in live.get("peers", [])}
+    for peer in state["peers"]:
+        peer["reachable"] = live_peers.get(peer["name"], {}).get("reachable")
+    live_folders = {folder.get("name"): folder for folder in live.get("folders", [])}
+    for folder in state["folders"]:
+        folder["state"] = live_folders.get(folder["name"], {}).get("state", folder["state"])
+    state["transfers"] = live.get("transfers", [])
+    return state
+
+
+def cmd_status(args) -> int:
+    state = _status(args)
     if args.json:
         print(json.dumps(state, indent=2))
         return 0
     print(f"device: {state['device']['name']}  {state['device']['device_id']}")
     daemon = state["daemon"]
-    if not daemon:
+    if daemon is None:
         print("daemon: not running (start it with `ocsync daemon`)")
-    elif isinstance(daemon, dict):
-        details = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in daemon.items() if key != "started")
-        print(f"daemon: running ({details})")
     else:
-        print("daemon: running")
-    print(f"sync window: {_window_text(state.get('window'))}")
+        print(f"daemon: running (pid {daemon['pid']}, UDP port {daemon['udp_port']}, "
+              f"control port {daemon['control_port']})")
+    print(f"sync window: {_window_text(state['window'])}")
     print("\nfolders:")
-    _print_folders(state.get("folders", []))
+    _print_folders(state["folders"])
     print("\npeers:")
-    _print_peers(state.get("peers", []))
-    if state.get("offers"):
+    _print_peers(state["peers"])
+    for transfer in state["transfers"]:
+        size = transfer.get("size") or 0
+        percent = 100 * (transfer.get("done") or 0) // size if size else 100
+        print(f"transfer {transfer.get('direction')} {transfer.get('peer')}: {percent}% of {size} bytes")
+    if state["offers"]:
         print(f"\n{len(state['offers'])} offer(s) waiting; `ocsync offers` lists them")
     return 0
 

@@ -141,6 +141,10 @@ class DeviceMismatchError(OcsyncError):
     pass
 
 
+class PeerPendingError(OcsyncError):
+    pass
+
+
 @dataclass(frozen=True)
 class Peer:
     """`device_id` None: added by address alone and pending until confirmed; `pending_key` is the
@@ -450,10 +454,14 @@ class Store:
     # Shares: which folder goes to which peer, and the head that peer last acknowledged.
 
     def share(self, folder_id: str, peer_name: str) -> bool:
-        """Share a folder with a peer; False if it already was."""
+        """Share a folder with a peer; False if it already was. A pending peer is refused: until its key
+        is confirmed, nothing of a folder may go to whoever answers at its address."""
         with self._transaction():
             self._folder_id(folder_id)
-            self.peer(peer_name)
+            if self.peer(peer_name).pending:
+                raise PeerPendingError(
+                    f"peer {peer_name} is pending: confirm its device ID first (`ocsync peer confirm`)"
+                )
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO shares (folder_id, peer_name) VALUES (?, ?)", (folder_id, peer_name)
             )

@@ -128,6 +128,8 @@ def test_peer_by_address_is_pending_until_confirmed(ocsync, home):
     assert f"pending: presented {DEVICE_B}" in listing
     assert "address: [2001:db8::7]:5000  local: 10.0.0.7:44996" in listing
     refused(ocsync("peer", "confirm", "phone", "--id", DEVICE_A), "is not the key peer phone presented")
+    ocsync("folder", "add", str(home.parent / "docs"))
+    refused(ocsync("share", "docs", "--with", "phone"), "peer phone is pending: confirm its device ID first")
     code, out, _ = ocsync("peer", "confirm", "phone", "--id", DEVICE_B.lower())
     assert code == 0 and out.strip() == f"confirmed peer phone ({DEVICE_B})"
     assert f"phone  {DEVICE_B}" in ocsync("peer", "list")[1]

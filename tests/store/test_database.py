@@ -13,6 +13,7 @@ from ocsync_tui.store.database import (
     FolderNestingError,
     Offer,
     PeerExistsError,
+    PeerPendingError,
     StoreError,
     TransferRecord,
     UnknownFolderError,
@@ -269,6 +270,15 @@ def test_confirming_a_pending_peer(store):
         store.confirm_peer("phone", DEVICE_A)
     with pytest.raises(ValueError):
         store.set_pending_key("phone", b"short")
+
+
+def test_a_pending_peer_cannot_be_shared_with_until_confirmed(store, tmp_path):
+    store.add_folder("aaaa", "docs", tmp_path / "docs")
+    store.add_peer("phone", address="198.51.100.7")
+    with pytest.raises(PeerPendingError, match="peer phone is pending: confirm its device ID first"):
+        store.share("aaaa", "phone")
+    store.confirm_peer("phone", DEVICE_B)
+    assert store.share("aaaa", "phone") is True
 
 
 def test_confirming_without_a_presented_key_sets_the_id_unless_another_peer_has_it(store):
