@@ -104,7 +104,7 @@ class DaemonConnection:
         try:
             message = {"type": "command", "id": request_id, "command": command, "args": args}
             try:
-                await self._socket.send_message(json.dumps(message))
+                await self._socket.send_message(json.dumps(message, default=_path_text))
             except ConnectionClosed as closed:
                 raise _lost_connection(closed) from None
             try:
@@ -153,6 +153,13 @@ class DaemonConnection:
                 reply_send.close()
 
 
+def _path_text(value: Any) -> str:
+    """Paths travel as their text, so callers can pass the Path objects they hold."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"a command argument must be JSON or a path, not {type(value).__name__}")
+
+
 def _lost_connection(closed: ConnectionClosed) -> DaemonConnectionError:
     reason = closed.reason
     if reason is not None and reason.reason:
@@ -198,7 +205,9 @@ async def _open_port(port: int, token: str, *, wants_events: bool) -> AsyncItera
                 finally:
                     nursery.cancel_scope.cancel()
     except ConnectionTimeout:
-        raise DaemonConnectionError(f"the daemon on port {port} did not answer within {CONNECT_TIMEOUT:.0f} s") from None
+        raise DaemonConnectionError(
+            f"the daemon on port {port} did not answer within {CONNECT_TIMEOUT:.0f} s"
+        ) from None
     except DisconnectionTimeout:
         pass  # everything was done; the daemon was only slow to confirm the close
     except ConnectionRejected as rejected:
@@ -229,7 +238,9 @@ async def _single_errors() -> AsyncIterator[None]:
 async def open_daemon_connection(home: Path, *, events: bool = True) -> AsyncIterator[DaemonConnection]:
     """A connection to the daemon running on `home`; DaemonNotRunningError when none runs there.
 
-    With events=False the daemon sends no events (for a caller that only runs commands).
+    Iterate `events()` in a task of its own: while events wait unread, replies wait behind them, and
+    after 1000 the daemon drops the connection. With events=False the daemon sends no events (for a
+    caller that only runs commands).
     """
     info = read_daemon_info(home)
     if info is None:

@@ -268,7 +268,8 @@ class ControlServer:
         except ValueError:
             hello = None
         if not isinstance(hello, dict) or hello.get("type") != "hello":
-            return (CloseCode.BAD_HELLO, 'the first message must be {"type": "hello", "token": ..., "version": 1}'), False
+            expected = '{"type": "hello", "token": ..., "version": 1}'
+            return (CloseCode.BAD_HELLO, f"the first message must be {expected}"), False
         if not _is_integer(hello.get("version")) or hello["version"] != PROTOCOL_VERSION:
             return (
                 CloseCode.UNSUPPORTED_VERSION,

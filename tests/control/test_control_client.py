@@ -71,7 +71,14 @@ def test_the_cli_client_runs_commands_and_reports_the_daemons_errors(tmp_path) -
         with pytest.raises(DaemonCommandError, match="^unknown command 'nope'"):
             client.call("nope")
         assert client.snapshot() == {"udp_port": 45000, "peers": [{"name": "bob"}]}
-        assert handler.calls == [("peer.add", {"name": "carol", "device_id": "ID"}), ("peer.add", {"name": "taken"})]
+        assert client.call("folder.add", path=tmp_path / "docs", name=None) == {"command": "folder.add"}
+        with pytest.raises(TypeError, match="must be JSON or a path, not bytes"):
+            client.call("folder.add", path=b"/raw")
+        assert handler.calls == [
+            ("peer.add", {"name": "carol", "device_id": "ID"}),
+            ("peer.add", {"name": "taken"}),
+            ("folder.add", {"path": str(tmp_path / "docs"), "name": None}),
+        ]
 
 
 def test_a_daemon_that_refuses_our_token_is_an_error_not_a_missing_daemon(tmp_path) -> None:
@@ -209,7 +216,8 @@ async def test_a_server_that_does_not_serve_v1_is_named_as_a_release_mismatch(tm
         server = await nursery.start(serve_websocket, only_v2, "127.0.0.1", 0, None)
         ensure_token(tmp_path)
         write_daemon_info(tmp_path, server.port)
-        with pytest.raises(DaemonConnectionError, match=r"does not serve control API version 1 \(HTTP 404\); are the daemon"):
+        mismatch = r"does not serve control API version 1 \(HTTP 404\); are the daemon and this client different"
+        with pytest.raises(DaemonConnectionError, match=mismatch):
             async with open_daemon_connection(tmp_path):
                 pass
         nursery.cancel_scope.cancel()

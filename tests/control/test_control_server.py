@@ -134,7 +134,9 @@ async def test_commands_answer_with_results_and_clear_errors_and_the_server_surv
             assert unserializable["ok"] is False and unserializable["error"].startswith("internal error: TypeError")
             unknown = await command(socket, 5, "reboot")
             assert unknown["ok"] is False and unknown["error"].startswith("unknown command 'reboot'")
-            assert await command(socket, 6, "status") == {"type": "result", "id": 6, "ok": True, "result": {"command": "status"}}
+            assert await command(socket, 6, "status") == {
+                "type": "result", "id": 6, "ok": True, "result": {"command": "status"},
+            }
         # The server still accepts new clients after all that.
         async with raw_client(port) as socket:
             assert (await hello(socket))["type"] == "snapshot"
@@ -148,24 +150,31 @@ async def test_malformed_messages_get_error_replies_and_the_connection_keeps_wor
         server, port = await start_server(nursery)
         async with raw_client(port) as socket:
             await hello(socket)
+            bad_id = 'malformed command: "id" must be an integer'
             cases = [
-                ("{not json", {"type": "error", "error": "malformed message: not JSON"}),
-                (b"\xff\xfe", {"type": "error", "error": "malformed message: not JSON"}),
-                ("[1, 2]", {"type": "error", "error": "malformed message: expected a JSON object"}),
-                ('{"type": "hello", "token": "x"}', {"type": "error", "error": "unknown message type 'hello'; only commands are accepted"}),
-                ('{"type": "command", "command": "status"}', {"type": "error", "error": 'malformed command: "id" must be an integer'}),
-                ('{"type": "command", "id": "7", "command": "status"}', {"type": "error", "error": 'malformed command: "id" must be an integer'}),
-                ('{"type": "command", "id": 8, "command": "status", "args": [1]}',
-                 {"type": "result", "id": 8, "ok": False, "error": 'malformed command: "args" of status must be a JSON object'}),
+                ("{not json", "malformed message: not JSON"),
+                (b"\xff\xfe", "malformed message: not JSON"),
+                ("[1, 2]", "malformed message: expected a JSON object"),
+                ('{"type": "hello", "token": "x"}', "unknown message type 'hello'; only commands are accepted"),
+                ('{"type": "command", "command": "status"}', bad_id),
+                ('{"type": "command", "id": "7", "command": "status"}', bad_id),
+                ('{"type": "command", "id": true, "command": "status"}', bad_id),
             ]
-            for raw, expected in cases:
+            for raw, error in cases:
                 await socket.send_message(raw)
                 with trio.fail_after(10):
-                    assert json.loads(await socket.get_message()) == expected
+                    assert json.loads(await socket.get_message()) == {"type": "error", "error": error}
+            # With a readable id, the error is that command's result.
+            await socket.send_message('{"type": "command", "id": 8, "command": "status", "args": [1]}')
+            with trio.fail_after(10):
+                assert json.loads(await socket.get_message()) == {
+                    "type": "result", "id": 8, "ok": False,
+                    "error": 'malformed command: "args" of status must be a JSON object',
+                }
             assert (await command(socket, 9, "status"))["ok"] is True
             server.publish({"kind": "peer", "name": "bob"})
             with trio.fail_after(10):
-                assert json.loads(await socket.get_message()) == {"type": "event", "event": {"kind": "peer", "name": "bob"}}
+                assert json.loads(await socket.get_message())["event"] == {"kind": "peer", "name": "bob"}
         nursery.cancel_scope.cancel()
 
 
@@ -183,7 +192,9 @@ async def test_a_slow_command_holds_up_neither_events_nor_other_commands() -> No
             assert (await command(socket, 2, "status"))["id"] == 2
             handler.release_sync.set()
             with trio.fail_after(10):
-                assert json.loads(await socket.get_message()) == {"type": "result", "id": 1, "ok": True, "result": {"exchanges": []}}
+                assert json.loads(await socket.get_message()) == {
+                    "type": "result", "id": 1, "ok": True, "result": {"exchanges": []},
+                }
         nursery.cancel_scope.cancel()
 
 
