@@ -17,6 +17,7 @@ from ocsync_tui.identity import load_or_create_identity
 from ocsync_tui.vcs.apply import apply_bundle
 from ocsync_tui.vcs.bundle import create_bundle
 from ocsync_tui.vcs.folder import MARKER_NAME, FolderRepo, NotAFolderError, init_folder
+from ocsync_tui.vcs.journal import ApplyJournal, write_journal
 from tests.conftest import git_fsck_strict
 
 
@@ -195,6 +196,40 @@ async def test_changes_made_while_stopped_are_committed_before_started(tmp_path,
         assert observed.commits[0][0] == head(root)
         nursery.cancel_scope.cancel()
     git_fsck_strict(root)
+
+
+@pytest.mark.trio
+async def test_an_interrupted_apply_is_finished_before_the_start_scan(tmp_path, identity):
+    root = tmp_path / "killed-mid-apply"
+    folder = make_folder(root, identity, {"a.txt": b"v1\n"})
+    (root / "a.txt").write_bytes(b"v2, the peer's version\n")
+    init_folder(root, identity)
+    repo = FolderRepo.open(root)
+    first, second = repo.repo.get_parents(repo.head())[0], repo.head()
+    # As a kill leaves it: the journal written, the file already updated, main not yet moved.
+    repo.set_head(first, second)
+    write_journal(repo, ApplyJournal(old_head=first, new_head=second, paths=(b"a.txt",)))
+    repo.close()
+    observed = Observed()
+    async with running(folder_sync(folder, identity, observed)):
+        pass
+    assert head(root) == second.decode()
+    assert observed.commits == []  # the peer's content was not taken for a local edit
+    assert not (root / ".git" / "ocsync-journal").exists()
+
+
+@pytest.mark.trio
+async def test_a_changed_ignore_file_rescans_the_folder(tmp_path, identity):
+    root = tmp_path / "ignoring"
+    folder = make_folder(root, identity, {".ocsyncignore": b"*.log\n"})
+    observed = Observed()
+    async with running(folder_sync(folder, identity, observed)):
+        (root / "x.log").write_bytes(b"ignored for now\n")
+        await trio.sleep(0.4)
+        assert subjects(root) == ["add .ocsyncignore"]
+        (root / ".ocsyncignore").write_bytes(b"")
+        await wait_until(lambda: len(subjects(root)) == 3)
+    assert sorted(subjects(root)[1:]) == ["add x.log", "modify .ocsyncignore"]
 
 
 @pytest.mark.trio
