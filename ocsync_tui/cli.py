@@ -9,6 +9,7 @@ store directly and the daemon picks the changes up when it starts. Listings read
 import argparse
 import json
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -248,12 +249,12 @@ def cmd_folder_rm(args) -> int:
     client = _daemon(args)
     if client is not None:
         removed = client.call("folder.rm", name=args.name)
-        name, path = removed.get("name", args.name), removed.get("path", "place")
+        name, path = removed.get("name", args.name), removed.get("path")
     else:
         with _store(args) as store:
             folder = store.remove_folder(args.name)
         name, path = folder.name, folder.path
-    print(f"stopped syncing {name}; its files stay in {path}")
+    print(f"stopped syncing {name}; its files stay in {path}" if path else f"stopped syncing {name}; its files stay")
     return 0
 
 
@@ -752,6 +753,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader went away (`ocsync status --json | head`); say nothing more, as other tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except sqlite3.OperationalError as error:
+        # Another process held the store's write lock past the busy timeout, or the disk refused a write.
+        print(f"ocsync: the store could not be written ({error}); try again", file=sys.stderr)
         return 1
     except OSError as error:
         # The system refused something (a permission, a full disk): the user's to fix, not a bug.

@@ -5,6 +5,7 @@ the absence of tracebacks.
 """
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -278,3 +279,18 @@ def test_help_names_every_subcommand(home):
                            ("schedule", ("set", "clear", "show")), ("bundle", ("create", "apply"))):
         out = run_cli(home, group, "--help").stdout
         assert all(f"\n    {action} " in out for action in actions), out
+
+
+def test_a_store_locked_too_long_is_one_line(ocsync, home, monkeypatch):
+    from ocsync_tui.store import database
+
+    open_store(home).close()
+    monkeypatch.setattr(database, "_BUSY_TIMEOUT_SECONDS", 0.1)
+    holder = sqlite3.connect(home / "ocsync.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        result = ocsync("peer", "add", "laptop", "--id", DEVICE_A)
+        refused(result, "the store could not be written (database is locked)")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
