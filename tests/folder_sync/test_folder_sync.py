@@ -14,20 +14,12 @@ import trio
 
 from ocsync_tui.engine.folder_sync import FolderStoppedError, FolderSync
 from ocsync_tui.identity import load_or_create_identity
+from ocsync_tui.store.database import Folder
 from ocsync_tui.vcs.apply import apply_bundle
 from ocsync_tui.vcs.bundle import create_bundle
 from ocsync_tui.vcs.folder import MARKER_NAME, FolderRepo, NotAFolderError, init_folder
 from ocsync_tui.vcs.journal import ApplyJournal, write_journal
 from tests.conftest import git_fsck_strict
-
-
-@dataclass(frozen=True)
-class RegisteredFolder:
-    """The fields of the store's Folder that FolderSync reads."""
-
-    folder_id: str
-    name: str
-    path: Path
 
 
 @dataclass
@@ -48,7 +40,7 @@ class Observed:
         self.held.append(paths)
 
 
-def make_folder(root: Path, identity, files: dict[str, bytes] | None = None) -> RegisteredFolder:
+def make_folder(root: Path, identity, files: dict[str, bytes] | None = None) -> Folder:
     root.mkdir(parents=True)
     for name, content in (files or {}).items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -56,10 +48,10 @@ def make_folder(root: Path, identity, files: dict[str, bytes] | None = None) -> 
     init_folder(root, identity)
     folder = FolderRepo.open(root)
     folder.close()
-    return RegisteredFolder(folder.folder_id, root.name, folder.path)
+    return Folder(folder.folder_id, root.name, folder.path, "ok")
 
 
-def folder_sync(folder: RegisteredFolder, identity, observed: Observed, **options) -> FolderSync:
+def folder_sync(folder: Folder, identity, observed: Observed, **options) -> FolderSync:
     return FolderSync(
         folder,
         identity,
@@ -385,7 +377,7 @@ async def test_a_folder_registered_through_a_symlink_is_watched(tmp_path, identi
     folder = make_folder(real, identity)
     (tmp_path / "link").symlink_to(real)
     observed = Observed()
-    linked = RegisteredFolder(folder.folder_id, folder.name, tmp_path / "link")
+    linked = Folder(folder.folder_id, folder.name, tmp_path / "link", "ok")
     async with running(folder_sync(linked, identity, observed)):
         (tmp_path / "link" / "through.txt").write_bytes(b"x")
         assert await wait_until(lambda: subjects(real) == ["add through.txt"]) < 1.0
