@@ -233,14 +233,14 @@ class ControlServer:
         refusal, wants_events = await self._authenticate(socket)
         if refusal is not None:
             log.info("refused a control client: %s", refusal[1])
-            await socket.aclose(refusal[0], _close_reason(refusal[1]))
+            await _close(socket, *refusal)
             return
         client = _Client(socket)
         try:
             state = json.dumps({"type": "snapshot", "version": PROTOCOL_VERSION, "state": self._handler.snapshot()})
         except Exception:
             log.exception("the daemon could not build its state snapshot")
-            await socket.aclose(CloseCode.INTERNAL_ERROR, "internal error: the daemon could not build its state")
+            await _close(socket, CloseCode.INTERNAL_ERROR, "internal error: the daemon could not build its state")
             return
         # Subscribing in the same step as the snapshot (no checkpoint between) means every event
         # published after the state was taken reaches this client, and none from before it.
@@ -254,8 +254,9 @@ class ControlServer:
                 nursery.cancel_scope.cancel()
         finally:
             self._subscribers.discard(client)
-        with trio.move_on_after(_CLOSE_GRACE):
-            await socket.aclose(client.close_code, client.close_reason and _close_reason(client.close_reason))
+            # Replies of commands still running have nowhere to go: their send fails at once.
+            client.outbox.close()
+        await _close(socket, client.close_code, client.close_reason)
 
     async def _authenticate(self, socket: WebSocketConnection) -> tuple[tuple[CloseCode, str] | None, bool]:
         """(refusal, wants_events): refusal is None when the client sent a valid hello in time."""
@@ -353,6 +354,12 @@ def _parse_command(raw: str | bytes) -> tuple[int, str, dict] | dict:
     if not isinstance(args, dict):
         return _failure(request_id, f'malformed command: "args" of {command} must be a JSON object')
     return request_id, command, args
+
+
+async def _close(socket: WebSocketConnection, code: CloseCode, reason: str | None) -> None:
+    """Close with `reason`, without waiting long for a client that does not answer the close."""
+    with trio.move_on_after(_CLOSE_GRACE):
+        await socket.aclose(code, reason and _close_reason(reason))
 
 
 def _is_integer(value: object) -> bool:
