@@ -460,7 +460,11 @@ def cmd_schedule_set(args) -> int:
 
 
 def cmd_schedule_clear(args) -> int:
-    scope = f"peer {args.peer} follows the global window" if args.peer else "no global window: sync at any time"
+    scope = (
+        f"peer {args.peer} follows the global window"
+        if args.peer
+        else "no global window: peers without a window of their own sync at any time"
+    )
     client = _daemon(args)
     if client is not None:
         client.call("schedule.clear", **({"peer": args.peer} if args.peer else {}))
