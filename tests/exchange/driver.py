@@ -79,8 +79,10 @@ class Wire:
 
     # --- delivery -----------------------------------------------------------------------------------
 
-    def deliver_one(self) -> None:
-        receiver, kind, payload, path = self.queue.popleft()
+    def deliver_one(self, index: int = 0) -> None:
+        """Deliver the oldest item, or the one at `index` (blobs may overtake each other)."""
+        receiver, kind, payload, path = self.queue[index]
+        del self.queue[index]
         if kind == "message":
             self.run(receiver, receiver.core.message_received(decode(payload), self.now))
             return
@@ -98,6 +100,18 @@ class Wire:
             self.deliver_one()
             delivered += 1
         return delivered
+
+    def settle(self, limit: int = 400) -> None:
+        """Deliver everything and let every timer fire until nothing is left to do."""
+        for _ in range(limit):
+            if self.queue:
+                self.deliver_one()
+                continue
+            timers = [timer for timer in (self.a.core.get_timer(), self.b.core.get_timer()) if timer is not None]
+            if not timers:
+                return
+            self.advance(max(0.0, min(timers) - self.now))
+        raise AssertionError("the exchange does not settle")
 
     def advance(self, seconds: float) -> None:
         self.now += seconds

@@ -1,6 +1,10 @@
 """Two exchange cores talking through an in-memory queue, with bundles made and applied on real repositories."""
 
+import os
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ocsync_tui.engine import exchange as ex
 from ocsync_tui.engine.messages import Applied, BundleMeta, Changed, Pull, Refused, encode_bundle_meta
@@ -238,3 +242,47 @@ def test_bundle_meta_names_the_request(wire):
     assert meta == BundleMeta(a.folder_id, b.sent_messages[0].request_id, a.head())
     bundle_action = next(action for action in a.actions if isinstance(action, ex.SendBundle))
     assert bundle_action.name == encode_bundle_meta(meta)
+
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("commit"), st.sampled_from("ab"), st.sampled_from(["notes.txt", "x.txt", "y.txt"]),
+                  st.binary(min_size=1, max_size=20)),
+        st.tuples(st.just("deliver"), st.integers(0, 10)),
+        st.tuples(st.just("advance"), st.sampled_from([1.0, ex.ANSWER_TIMEOUT])),
+        st.tuples(st.just("sync"), st.sampled_from("ab")),
+    ),
+    max_size=14,
+)
+
+
+@settings(max_examples=int(os.environ.get("OCSYNC_EXCHANGE_EXAMPLES", "15")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(operations)
+def test_any_order_of_commits_and_deliveries_converges(tmp_path_factory, steps):
+    """Commits on both sides, messages and bundles delivered out of order, time passing: once
+    everything is delivered and every timer has fired, both sides are on one head with one tree."""
+    base = tmp_path_factory.mktemp("random")
+    a_device = make_device(base, "a", {"notes.txt": b"start"})
+    b_device = make_device(base, "b")
+    folder_id = a_device.folder.folder_id
+    wire = Wire(Side(a_device, folder_id, base / "scratch-a", shared={folder_id}),
+                Side(b_device, folder_id, base / "scratch-b", shared={folder_id}))
+    sides = {"a": wire.a, "b": wire.b}
+    wire.full_exchange(wire.b)
+    for step in steps:
+        if step[0] == "commit":
+            side = sides[step[1]]
+            if side.device.files().get(step[2]) != step[3]:
+                wire.commit(side, step[2], step[3])
+        elif step[0] == "deliver" and wire.queue:
+            wire.deliver_one(step[1] % len(wire.queue))
+        elif step[0] == "advance":
+            wire.advance(step[1])
+        elif step[0] == "sync":
+            wire.full_exchange(sides[step[1]])
+    wire.settle()
+    assert wire.a.head() == wire.b.head()
+    assert wire.a.device.files() == wire.b.device.files()
+    for side in (wire.a, wire.b):
+        git_fsck_strict(side.device.root)
