@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 from watchfiles import awatch
@@ -40,6 +40,9 @@ from ocsync_tui.vcs.journal import JournalError
 from ocsync_tui.vcs.lock import FolderLockedError
 from ocsync_tui.vcs.paths import FOLDER_MARKER
 from ocsync_tui.vcs.writer import folder_writer
+
+if TYPE_CHECKING:
+    from ocsync_tui.store.database import Folder
 
 log = logging.getLogger("ocsync.folder_sync")
 
@@ -69,14 +72,6 @@ StatKey = tuple[int, int] | None
 
 class FolderStoppedError(OcsyncError):
     """The folder stopped syncing (missing marker, vanished directory); nothing is written to it."""
-
-
-class FolderEntry(Protocol):
-    """What FolderSync needs of the store's Folder."""
-
-    folder_id: str
-    name: str
-    path: Path
 
 
 class _FolderUnusable(Exception):
@@ -114,7 +109,7 @@ class FolderSync:
 
     def __init__(
         self,
-        folder: FolderEntry,
+        folder: Folder,
         identity: DeviceIdentity,
         *,
         on_committed: Callable[[str, list[CommitRecord]], None],
@@ -227,7 +222,9 @@ class FolderSync:
                 log.info("folder %s: %s", self.name, error)
                 await trio.sleep(LOCKED_RETRY_SECONDS)
             except (OcsyncError, OSError) as error:
-                log.error("folder %s: committing failed, trying again in %gs: %s", self.name, FAILED_RETRY_SECONDS, error)
+                log.error(
+                    "folder %s: committing failed, trying again in %gs: %s", self.name, FAILED_RETRY_SECONDS, error
+                )
                 await trio.sleep(FAILED_RETRY_SECONDS)
             except Exception:
                 # A bug in one folder's commit must not take down the daemon and every other folder.
