@@ -276,3 +276,21 @@ async def test_a_client_that_stops_reading_is_dropped_without_slowing_publish_or
             assert closed.value.reason.code == CloseCode.TOO_SLOW
             assert closed.value.reason.reason.startswith("too slow: 16 messages were waiting")
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_an_oversized_client_message_closes_that_connection_only() -> None:
+    async with trio.open_nursery() as nursery:
+        _, port = await start_server(nursery)
+        async with raw_client(port) as socket:
+            await hello(socket)
+            oversized = json.dumps({"type": "command", "id": 1, "command": "status", "x": "y" * (1 << 21)})
+            with trio.fail_after(10), pytest.raises(ConnectionClosed) as closed:
+                await socket.send_message(oversized)  # the server may close while this is still being sent
+                while True:
+                    await socket.get_message()
+        assert closed.value.reason.code == 1009
+        async with raw_client(port) as socket:
+            await hello(socket)
+            assert (await command(socket, 1, "status"))["ok"] is True
+        nursery.cancel_scope.cancel()
