@@ -32,8 +32,8 @@ TOKEN_NAME = "control.token"
 HELLO_TIMEOUT = 5.0
 CLIENT_QUEUE_SIZE = 1000
 COMMANDS_IN_FLIGHT_PER_CLIENT = 8
-# How long a disconnected client's in-flight message may take to go out before the socket is cut; after
-# it the close frame (and its reason) follows on a clean stream.
+# How long closing may take: the message a dropped client is being sent may finish, so that the close
+# frame and its reason follow on a clean stream; and a client gets this long to answer the close.
 _CLOSE_GRACE = 2.0
 
 COMMANDS = (
