@@ -31,7 +31,7 @@ What the core enforces:
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -119,7 +119,8 @@ class CancelIncomingBundle:
 
 @dataclass(frozen=True, slots=True)
 class ApplyBundle:
-    """Run `apply_bundle(folder, identity, path, peer_name=<this peer's name>)` in the folder's writer,
+    """Run `apply_bundle(folder, identity, path, peer_name=format_device_id(<the session's key>))` in the
+    folder's writer (refs/peers/DEVICE names come from the session, and a device ID is a valid ref name),
     then call `bundle_applied(folder_id, new_head, now)`, or `apply_failed(folder_id,
     isinstance(error, MissingPrerequisites), now, str(error))` on an OcsyncError; then delete the
     received file."""
@@ -342,18 +343,6 @@ class ExchangeCore:
             return actions
         return self._end_pull(message.folder_id, state, "refused", message.reason, now)
 
-    def _expects_bundle(self, meta: BundleMeta) -> bool:
-        """Only the answer to our pull in flight for its folder is taken."""
-        state = self._folders.get(meta.folder_id)
-        pull = state.pull if state is not None else None
-        return (
-            pull is not None
-            and pull.request_id == meta.request_id
-            and pull.stage in ("asked", "receiving")
-            and self._is_shared(meta.folder_id)
-            and self._may_talk(pull)
-        )
-
     def bundle_offered(self, meta: BundleMeta, now: float) -> bool:
         """The peer offers a bundle blob (metadata decoded by `messages.decode_bundle_meta`): True to
         accept it, False to decline. Accepting moves the pull from the answer timeout to the transfer's
@@ -390,6 +379,7 @@ class ExchangeCore:
                               retry=True)
 
     def haves_computed(self, folder_id: str, request_id: int, haves: list[str], now: float) -> list[Action]:
+        """`negotiation.haves(folder)` for the pull ComputeHaves started."""
         state = self._folders.get(folder_id)
         pull = state.pull if state is not None else None
         if pull is None or pull.request_id != request_id or pull.stage != "haves":
@@ -420,6 +410,7 @@ class ExchangeCore:
         return [SendBundle(folder_id, request_id, path, encode_bundle_meta(BundleMeta(folder_id, request_id, head)))]
 
     def bundle_failed_to_make(self, folder_id: str, request_id: int, reason: str, now: float) -> list[Action]:
+        """MakeBundle raised a BundleError (`reason`: its message): the peer is told, in one line."""
         state = self._folders.get(folder_id)
         giving = state.giving if state is not None else None
         if giving is None or giving.request_id != request_id:
@@ -496,6 +487,18 @@ class ExchangeCore:
 
     def _may_talk(self, pull: _Pull) -> bool:
         return pull.forced or self._window_open()
+
+    def _expects_bundle(self, meta: BundleMeta) -> bool:
+        """Only the answer to our pull in flight for its folder is taken."""
+        state = self._folders.get(meta.folder_id)
+        pull = state.pull if state is not None else None
+        return (
+            pull is not None
+            and pull.request_id == meta.request_id
+            and pull.stage in ("asked", "receiving")
+            and self._is_shared(meta.folder_id)
+            and self._may_talk(pull)
+        )
 
     def _announce(self, folder_id: str, state: _FolderState) -> list[Action]:
         state.announce_wanted = False
