@@ -13,8 +13,8 @@ type's fields, nothing else:
 
 A bundle blob (`kind="ocsync/bundle"`) carries `{"v": 1, "folder": ID, "request": N, "head": HEX}` as
 its name. IDs are folder IDs as `new_folder_id` makes them, HEX a 40-digit lowercase commit id, N a
-request id (an integer in 0 .. 2**63-1), TEXT at most 200 characters without control characters
-(a folder name at most 64). `up-to-date` has a null head when the giver has no commit yet.
+request id (an integer in 0 .. 2**63-1), TEXT at most 200 characters without control characters or
+blanks around it (a folder name at most 64). `up-to-date` has a null head when the giver has no commit yet.
 
 Decoding takes bytes from a peer: whatever they are, the result is a message or a MessageError with a
 one-line reason. Fields are checked exactly (unknown fields, unknown types and other versions are
@@ -157,8 +157,15 @@ def _check_request_id(value: object) -> int:
 
 
 def _check_text(value: object, limit: int, what: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > limit or _CONTROL_CHARACTERS.search(value):
-        raise MessageError(f"the {what} is not 1 to {limit} characters without control characters")
+    # As the store's names: no blanks around, so an offered name can be stored and typed as shown.
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value) > limit
+        or value != value.strip()
+        or _CONTROL_CHARACTERS.search(value)
+    ):
+        raise MessageError(f"the {what} is not 1 to {limit} characters without control characters or blanks around")
     return value
 
 

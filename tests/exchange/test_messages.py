@@ -105,6 +105,7 @@ def _json(**fields) -> bytes:
         (_json(v=1, type="refused", folder=FOLDER, request=1, reason="two\nlines"), "refusal reason"),
         (_json(v=1, type="share-offer", folder=FOLDER, name=""), "folder name"),
         (_json(v=1, type="share-offer", folder=FOLDER, name="n" * 65), "folder name"),
+        (_json(v=1, type="share-offer", folder=FOLDER, name=" Docs"), "folder name"),
         (b'{"v":1,"v":1,"type":"unshare","folder":"abcd-efgh-ijkl-mn23"}', "twice"),
         (b'{"v":NaN,"type":"unshare","folder":"abcd-efgh-ijkl-mn23"}', "not a JSON number"),
     ],
@@ -143,7 +144,7 @@ folder_ids = st.lists(st.sampled_from("abcdefghijklmnopqrstuvwxyz234567"), min_s
 commit_ids = st.binary(min_size=20, max_size=20).map(bytes.hex)
 request_ids = st.integers(0, messages.MAX_REQUEST_ID)
 texts = st.text(st.characters(blacklist_categories=("Cc",)), min_size=1, max_size=64).filter(
-    lambda text: not messages._CONTROL_CHARACTERS.search(text)
+    lambda text: text == text.strip() and not messages._CONTROL_CHARACTERS.search(text)
 )
 any_message = st.one_of(
     st.builds(Changed, folder_ids, commit_ids),
