@@ -129,7 +129,7 @@ class FolderSync:
         self.on_held_deletions = on_held_deletions
         self.stopped = False
         self.stop_reason: str | None = None
-        self._writer = trio.Lock()  # trio's Lock is fair: writes run in the order they were asked for
+        self._writer = trio.StrictFIFOLock()  # writes run in the order they were asked for
         self._stopped_event = trio.Event()
         self._touched: dict[str, _Touched] = {}
         self._touched_changed = trio.Event()
