@@ -11,7 +11,7 @@ from ocsync_tui.engine.messages import Applied, BundleMeta, Changed, Pull, Refus
 from ocsync_tui.vcs.negotiation import bundle_for
 from tests.conftest import git_fsck_strict
 from tests.exchange.driver import Side, Wire
-from tests.vcs.devices import make_device
+from tests.vcs.devices import make_device, verify_bundle
 
 
 @pytest.fixture
@@ -45,8 +45,14 @@ def test_a_commit_propagates_with_a_thin_bundle(wire):
     a, b = wire.a, wire.b
     wire.full_exchange(b)
     settled(wire)
+    before = a.head()
     wire.commit(a, "notes.txt", b"edited on a\n")
     assert a.sent_messages[-1] == Changed(a.folder_id, a.head())
+    while wire.queue[0][1] != "bundle":
+        wire.deliver_one()
+    bundle = wire.queue[0][3]
+    verify_bundle(b.device.root, bundle)  # the real git accepts it against B's repository
+    assert f"-{before}".encode() in bundle.read_bytes().split(b"\n\n", 1)[0], "thin: it builds on A's old head"
     settled(wire)
     assert b.device.files()["notes.txt"] == b"edited on a\n" and b.head() == a.head()
     assert a.acked[-1] == (a.folder_id, a.head())
