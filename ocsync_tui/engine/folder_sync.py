@@ -210,14 +210,15 @@ class FolderSync:
                 self.on_held_deletions(report.held_deletions)
         return report
 
-    async def _commit_until_done(self, paths: list[str] | None) -> CommitReport | None:
-        """Commit, retrying while the folder is locked by another process or a run fails; None once the
-        folder is stopped."""
+    async def _commit_until_done(self, paths: list[str] | None) -> None:
+        """Commit, retrying while the folder is locked by another process or a run fails, until done or
+        the folder stopped."""
         while not self.stopped:
             try:
-                return await self._commit(paths)
+                await self._commit(paths)
+                return
             except FolderStoppedError:
-                return None
+                return
             except FolderLockedError as error:
                 log.info("folder %s: %s", self.name, error)
                 await trio.sleep(LOCKED_RETRY_SECONDS)
@@ -230,7 +231,6 @@ class FolderSync:
                 # A bug in one folder's commit must not take down the daemon and every other folder.
                 log.exception("folder %s: committing failed, trying again in %gs", self.name, FAILED_RETRY_SECONDS)
                 await trio.sleep(FAILED_RETRY_SECONDS)
-        return None
 
     # -- running -----------------------------------------------------------------------------------
 
@@ -360,11 +360,10 @@ class FolderSync:
             await trio.sleep_until(wake)
 
     async def _commit_ready(self, settled: list[str]) -> None:
+        # A file the committer finds changing while it reads it is skipped, not committed torn; that
+        # change raises an event of its own, so the file is touched again and committed once it settles.
         full_scan = "." in settled or "" in settled
-        started_ns = time.time_ns()
-        report = await self._commit_until_done(None if full_scan else sorted(settled))
-        if report is not None:
-            self._retouch_torn_reads(report, started_ns)
+        await self._commit_until_done(None if full_scan else sorted(settled))
 
     def _take_settled(self, now: float) -> list[str]:
         """Remove and return the touched paths that are stable now; a path whose stat changed since it
@@ -380,17 +379,6 @@ class FolderSync:
             else:
                 self._touched[relpath] = _Touched(now, stat)
         return settled
-
-    def _retouch_torn_reads(self, report: CommitReport, started_ns: int) -> None:
-        """A file the committer skipped because it changed while being read is watched again; files
-        skipped for lasting reasons (unreadable, a socket) did not change, and are left to the scans."""
-        now = trio.current_time()
-        since_ns = started_ns - int(SETTLE_SECONDS * 1e9)
-        for relpath, _reason in report.skipped:
-            stat = _stat_key(os.path.join(self._root_text, relpath))
-            if stat is not None and stat[1] >= since_ns:
-                self._touched[relpath] = _Touched(now, stat)
-                self._touched_changed.set()
 
     async def _scan_periodically(self) -> None:
         while True:

@@ -115,12 +115,17 @@ async def test_add_edit_delete_and_rename_are_separate_commits_within_a_second(t
         (root / "sub").mkdir()
         (root / "sub" / "deep.txt").write_bytes(b"deep\n")
         assert await wait_until(lambda: subjects(root)[-1:] == ["add sub/deep.txt"]) < 1.0
+        # An editor's save: a new file renamed over the old one.
+        (root / ".c.txt.swp").write_bytes(b"saved by an editor\n")
+        os.rename(root / ".c.txt.swp", root / "c.txt")
+        assert await wait_until(lambda: subjects(root)[-1:] == ["modify c.txt"]) < 1.0
     assert subjects(root) == [
-        "add b.txt", "add a.txt", "modify a.txt", "delete a.txt", "add c.txt", "delete b.txt", "add sub/deep.txt"
+        "add b.txt", "add a.txt", "modify a.txt", "delete a.txt", "add c.txt", "delete b.txt", "add sub/deep.txt",
+        "modify c.txt",
     ]
     assert observed.commits[-1][0] == head(root)
     assert [record.path for _, records in observed.commits for record in records] == [
-        "a.txt", "a.txt", "a.txt", "c.txt", "b.txt", "sub/deep.txt"
+        "a.txt", "a.txt", "a.txt", "c.txt", "b.txt", "sub/deep.txt", "c.txt"
     ]
     assert observed.stops == []
     git_fsck_strict(root)
