@@ -8,6 +8,7 @@ Ctrl-C, then stops both daemons (the directory stays, so nothing you wrote there
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -49,7 +50,12 @@ def _wait_for_daemon(home: Path, process: subprocess.Popen):
     raise DemoError(f"the daemon for {home.name} did not start within {_START_TIMEOUT:.0f} s")
 
 
+def _exit_on_sigterm(signal_number, frame) -> None:
+    raise KeyboardInterrupt  # a plain kill of the demo must stop its daemons too
+
+
 def run_demo(args) -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     root = Path(tempfile.mkdtemp(prefix="ocsync-demo-"))
     homes = {name: root / name / "home" for name in _DEVICES}
     processes: list[subprocess.Popen] = []
