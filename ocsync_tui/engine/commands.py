@@ -131,15 +131,22 @@ class Commands:
     async def cmd_accept(self, peer: str, folder: str, path: str | None = None) -> dict[str, Any]:
         engine, store = self.engine, self.engine.store
         offer = store.offer(peer, folder)
-        root = Path(path).expanduser().absolute() if path else Path.home() / offer.folder_name
-        store.check_new_folder(offer.folder_name, root)
-        await trio.to_thread.run_sync(lambda: init_folder(root, engine.identity, folder_id=offer.folder_id))
-        entry = store.add_folder(offer.folder_id, offer.folder_name, root.resolve())
+        held = next((entry for entry in store.folders() if entry.folder_id == offer.folder_id), None)
+        if held is not None:
+            # Another peer gave us this folder already: accepting shares our copy with this peer too.
+            if path and Path(path).expanduser().resolve() != held.path:
+                raise CommandError(f"this device holds {held.name} at {held.path} already; accept it without --path")
+            entry = held
+        else:
+            root = Path(path).expanduser().absolute() if path else Path.home() / offer.folder_name
+            store.check_new_folder(offer.folder_name, root)
+            await trio.to_thread.run_sync(lambda: init_folder(root, engine.identity, folder_id=offer.folder_id))
+            entry = store.add_folder(offer.folder_id, offer.folder_name, root.resolve())
         store.share(entry.folder_id, offer.peer_name)
         store.remove_offer(offer.peer_name, offer.folder_id)
         engine.emit("offer", change="removed", offer=offer_view(offer))
         await engine.start_folder(entry)
-        engine.emit("folder", change="added", folder=folder_view(engine, entry))
+        engine.emit("folder", change="added" if held is None else "changed", folder=folder_view(engine, entry))
         engine.sync_now(peer_name=offer.peer_name, folder_id=entry.folder_id, ignore_window=False)
         return folder_view(engine, entry)
 

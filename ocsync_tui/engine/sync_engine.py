@@ -577,12 +577,6 @@ class SyncEngine:
         self._run_actions(state, actions)
 
     def _record_offer(self, state: _PeerState, action: ex.RecordOffer) -> None:
-        if action.folder_id in self.folders:
-            # We hold this folder already (another peer gave it to us): sharing it both ways is the offer's intent.
-            self.store.share(action.folder_id, state.name)
-            self._emit_folder(action.folder_id, "changed")
-            self.sync_now(peer_name=state.name, folder_id=action.folder_id)
-            return
         offer = self.store.add_offer(state.name, action.folder_id, action.folder_name)
         self.store.log_event("offer", f"{state.name} offers {action.folder_name}", folder_id=action.folder_id,
                              peer_name=state.name)
