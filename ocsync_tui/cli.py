@@ -395,11 +395,14 @@ def cmd_accept(args) -> int:
     client = _daemon(args)
     with _store(args) as store:
         offer = store.offer(args.peer, args.folder)
-    name = check_name("folder", args.name if args.name is not None else offer.folder_name)
-    path = Path(args.path if args.path else name).absolute()
+        held = next((folder for folder in store.folders() if folder.folder_id == offer.folder_id), None)
+    given = Path(args.path).absolute() if args.path else None
+    if held is not None and given is not None and given.resolve() != held.path:
+        raise OcsyncError(f"this device holds {held.name} at {held.path} already; accept it without --path")
+    # A folder held already (another peer gave it to us) is shared with this peer too, where it is.
+    path = held.path if held is not None else given or Path(offer.folder_name).absolute()
     if client is not None:
-        extra = {"name": args.name} if args.name is not None else {}
-        client.call("accept", peer=args.peer, folder=offer.folder_id, path=str(path), **extra)
+        client.call("accept", peer=args.peer, folder=offer.folder_id, **({} if held else {"path": str(path)}))
         print(f"accepted {offer.folder_name} from {args.peer} into {path}")
         return 0
     from ocsync_tui.vcs.folder import init_folder
@@ -407,9 +410,10 @@ def cmd_accept(args) -> int:
     # Without a daemon: make the folder under the offered ID and share it back; the daemon pulls the
     # peer's history into it when it starts.
     with _store(args) as store:
-        path = store.check_new_folder(name, path)
-        _print_commit_report(init_folder(path, _identity(args), folder_id=offer.folder_id))
-        store.add_folder(offer.folder_id, name, path)
+        if held is None:
+            path = store.check_new_folder(offer.folder_name, path)
+            _print_commit_report(init_folder(path, _identity(args), folder_id=offer.folder_id))
+            store.add_folder(offer.folder_id, offer.folder_name, path)
         store.share(offer.folder_id, args.peer)
         store.remove_offer(args.peer, offer.folder_id)
     print(f"accepted {offer.folder_name} from {args.peer} into {path}; "
@@ -698,8 +702,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("peer", metavar="PEER")
     p.add_argument("folder", metavar="FOLDER", help="the offered folder's name, or its ID when names are ambiguous")
-    p.add_argument("--path", metavar="PATH", help="where to put it (default: NAME in the current directory)")
-    p.add_argument("--name", metavar="NAME", help="its name here (default: the name the peer gave it)")
+    p.add_argument(
+        "--path",
+        metavar="PATH",
+        help="where to put it (default: its name in the current directory; a folder this device holds already "
+        "stays where it is)",
+    )
     p.set_defaults(handler=cmd_accept)
     p = commands.add_parser("decline", help="refuse a folder a peer offered")
     p.add_argument("peer", metavar="PEER")

@@ -194,6 +194,24 @@ def test_offers_accept_and_decline(ocsync, home, tmp_path, monkeypatch):
     assert ocsync("offers")[1].strip() == "no offers"
 
 
+def test_accepting_a_folder_held_already_shares_it_where_it_is(ocsync, home, tmp_path):
+    with open_store(home) as store:
+        store.add_peer("laptop", device_id=DEVICE_A)
+        store.add_peer("phone", device_id=DEVICE_B)
+        store.add_offer("laptop", "iiii-jjjj-kkkk-llll", "music")
+    assert ocsync("accept", "laptop", "music", "--path", str(tmp_path / "music"))[0] == 0
+    with open_store(home) as store:
+        store.add_offer("phone", "iiii-jjjj-kkkk-llll", "music")
+    refused(ocsync("accept", "phone", "music", "--path", str(tmp_path / "elsewhere")),
+            f"this device holds music at {tmp_path / 'music'} already; accept it without --path")
+    code, out, err = ocsync("accept", "phone", "music")
+    assert code == 0, err
+    assert f"into {tmp_path / 'music'}" in out
+    with open_store(home) as store:
+        assert [s.peer_name for s in store.shares_of_folder("iiii-jjjj-kkkk-llll")] == ["laptop", "phone"]
+        assert store.offers() == []
+
+
 def test_schedule_set_show_clear(ocsync, home):
     ocsync("peer", "add", "laptop", "--id", DEVICE_A)
     assert ocsync("schedule", "show")[1].strip() == "global: always (no window)"
