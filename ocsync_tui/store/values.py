@@ -74,6 +74,12 @@ def parse_host_port(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, i
         except ValueError:
             raise InvalidValueError(f"{host!r} in {text!r} is not an IPv6 address") from None
     elif text.count(":") > 1:
+        try:
+            ipaddress.IPv6Address(text)
+        except ValueError:
+            raise InvalidValueError(
+                f"{text!r} is not an address; write an IPv6 address with a port in brackets: [::1]:44996"
+            ) from None
         host, port_text = text, None  # a bare IPv6 address: its colons are not a port separator
     else:
         host, colon, port_text = text.partition(":")

@@ -80,6 +80,8 @@ def test_default_port_is_the_callers():
         ("[::1", "IPv6"),
         ("[::1]x", "IPv6"),
         ("[example.org]:1", "not an IPv6 address"),
+        ("::1:44996", "in brackets"),
+        ("example.org:1:2", "in brackets"),
     ],
 )
 def test_bad_addresses(text, fragment):
