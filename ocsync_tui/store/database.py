@@ -238,10 +238,11 @@ def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
     connection.execute("BEGIN IMMEDIATE")
     try:
         yield
+        connection.execute("COMMIT")
     except BaseException:
-        connection.execute("ROLLBACK")
+        if connection.in_transaction:  # a failed COMMIT (disk full) must not leave the transaction open
+            connection.execute("ROLLBACK")
         raise
-    connection.execute("COMMIT")
 
 
 def _user_version(connection: sqlite3.Connection) -> int:
