@@ -97,7 +97,8 @@ class Device:
         self.directory.mkdir(parents=True, exist_ok=True)
         if time_of_day is not None:
             self.set_time_of_day(time_of_day)
-        identity = self.ocsync("id").stdout
+        # Named after the test's role, so commit authors and logs say which device did what.
+        identity = self.ocsync("id", "--rename", name).stdout
         ids = [line.split(":", 1)[1].strip() for line in identity.splitlines() if line.startswith("Device ID:")]
         if len(ids) != 1:
             raise HarnessError(f"cannot read the device ID of {name} from `ocsync id`:\n{identity}")
