@@ -412,7 +412,9 @@ def cmd_accept(args) -> int:
     with _store(args) as store:
         if held is None:
             path = store.check_new_folder(offer.folder_name, path)
-            _print_commit_report(init_folder(path, _identity(args), folder_id=offer.folder_id))
+            report = init_folder(path, _identity(args), folder_id=offer.folder_id)
+            if report.committed or report.skipped:  # files already at PATH join the folder's history
+                _print_commit_report(report)
             store.add_folder(offer.folder_id, offer.folder_name, path)
         store.share(offer.folder_id, args.peer)
         store.remove_offer(args.peer, offer.folder_id)
