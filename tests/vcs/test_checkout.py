@@ -263,3 +263,16 @@ def shortened(path: bytes, component: int) -> bytes:
     parts = path.split(b"/")
     parts[component] = parts[component][:100] + (b".folder-copy" if component < len(parts) - 1 else b".copy")
     return b"/".join(parts)
+
+
+def test_a_file_written_by_the_user_during_a_batch_is_kept_and_the_staged_version_discarded(root):
+    (root / "edited.txt").write_bytes(b"old")
+    with FolderFiles(root) as files:
+        seen = files.read(b"edited.txt")
+        files.stage(b"edited.txt", TreeFile(FILE_MODE, b"0" * 40), b"incoming", seen)
+        files.stage(b"new.txt", TreeFile(FILE_MODE, b"1" * 40), b"fresh", None)
+        (root / "edited.txt").write_bytes(b"the user's edit, made while the batch was written")
+        assert files.finish_staged() == [b"edited.txt"]
+    assert (root / "edited.txt").read_bytes() == b"the user's edit, made while the batch was written"
+    assert (root / "new.txt").read_bytes() == b"fresh"
+    assert sorted(os.listdir(root)) == ["edited.txt", "new.txt"], "no temp file is left behind"
