@@ -688,11 +688,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("share", help="send a folder to a peer (the peer sees it in `ocsync offers`)")
     p.add_argument("folder", metavar="FOLDER", help="the folder's name or ID")
-    p.add_argument("--with", dest="peer", metavar="PEER", required=True)
+    p.add_argument("--with", dest="peer", metavar="PEER", required=True, help="the peer to send it to")
     p.set_defaults(handler=cmd_share)
     p = commands.add_parser("unshare", help="stop sending a folder to a peer")
     p.add_argument("folder", metavar="FOLDER", help="the folder's name or ID")
-    p.add_argument("--from", dest="peer", metavar="PEER", required=True)
+    p.add_argument("--from", dest="peer", metavar="PEER", required=True, help="the peer to stop sending it to")
     p.set_defaults(handler=cmd_unshare)
     p = commands.add_parser("offers", help="the folders peers have offered to this device")
     p.set_defaults(handler=cmd_offers)
@@ -725,8 +725,10 @@ def build_parser() -> argparse.ArgumentParser:
     schedule_commands = p.add_subparsers(dest="schedule_command", metavar="ACTION", required=True)
     f = schedule_commands.add_parser("set", help="set the global window, or a peer's own with --peer")
     f.add_argument("--peer", metavar="NAME", help="set this peer's own window instead of the global one")
-    f.add_argument("--from", dest="from_time", metavar="HH:MM", required=True)
-    f.add_argument("--to", dest="to_time", metavar="HH:MM", required=True)
+    f.add_argument("--from", dest="from_time", metavar="HH:MM", required=True, help="when the window opens")
+    f.add_argument(
+        "--to", dest="to_time", metavar="HH:MM", required=True, help="when it closes (before FROM: the next day)"
+    )
     f.set_defaults(handler=cmd_schedule_set)
     f = schedule_commands.add_parser("clear", help="remove the global window, or a peer's own with --peer")
     f.add_argument("--peer", metavar="NAME")
