@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 from dulwich.objects import Blob, Commit, Tree
-from dulwich.pack import create_delta
+from dulwich.object_format import SHA1
+from dulwich.pack import create_delta, pack_object_header
 from dulwich.repo import Repo
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -290,3 +291,20 @@ def test_any_mix_of_whole_objects_and_deltas_reads_back(tmp_path_factory, conten
     assert batch == expected
     git_fsck_strict(repo_path)
     repo.close()
+
+
+def test_incompressible_content_is_stored_not_deflated_and_git_reads_it(tmp_path: Path) -> None:
+    random_blob = Blob.from_string(os.urandom(300_000))
+    text_blob = Blob.from_string(b"the same line again\n" * 20_000)
+    pack_path = tmp_path / "two.pack"
+    with open(pack_path, "wb") as out:
+        write_pack(out, [whole(random_blob), whole(text_blob)], 2)
+    data = pack_path.read_bytes()
+    header = bytes(pack_object_header(Blob.type_num, None, 300_000, SHA1))
+    stream_start = 12 + len(header)  # after the pack header and the first object's header
+    assert data[12:stream_start] == header
+    assert data[stream_start : stream_start + 2] == b"\x78\x01", "the random blob is a stored (level 0) stream"
+    subprocess.run(["git", "init", "-q", str(tmp_path / "repo")], check=True)
+    git(tmp_path / "repo", "index-pack", "--stdin", input=pack_path.read_bytes())
+    assert git(tmp_path / "repo", "cat-file", "blob", random_blob.id.decode()) == random_blob.as_raw_string()
+    assert git(tmp_path / "repo", "cat-file", "blob", text_blob.id.decode()) == text_blob.as_raw_string()
