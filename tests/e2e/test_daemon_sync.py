@@ -72,7 +72,7 @@ def test_adds_edits_deletes_and_renames_propagate_both_ways(cluster, tmp_path: P
 
 
 @pytest.mark.slow
-def test_three_devices_editing_one_file_at_once_keep_all_three_versions(cluster, tmp_path: Path) -> None:
+def test_three_devices_sync_through_a_star_and_one_file_edited_on_all_at_once_keeps_three_versions(cluster, tmp_path: Path) -> None:
     # A star: bob and carol each pair with alice only, so their changes reach each other through her.
     alice, bob, carol = cluster.device("alice"), cluster.device("bob"), cluster.device("carol")
     pair(alice, bob)
@@ -85,7 +85,18 @@ def test_three_devices_editing_one_file_at_once_keep_all_three_versions(cluster,
     # Plain propagation across the star first: bob -> alice -> carol and carol -> alice -> bob.
     write(paths[bob] / "bob.txt", b"from bob\n")
     write(paths[carol] / "carol.txt", b"from carol\n")
-    base = {"shared.txt": b"original\n", "bob.txt": b"from bob\n", "carol.txt": b"from carol\n"}
+    wait_converged(paths, expected={"shared.txt": b"original\n", "bob.txt": b"from bob\n",
+                                    "carol.txt": b"from carol\n"})
+    # Edits, renames and deletes across the star too.
+    write(paths[carol] / "bob.txt", b"from bob, edited by carol\n")
+    (paths[bob] / "moved").mkdir()
+    (paths[bob] / "carol.txt").rename(paths[bob] / "moved" / "carol.txt")
+    write(paths[alice] / "doomed.txt", b"short-lived\n")
+    base = {"shared.txt": b"original\n", "bob.txt": b"from bob, edited by carol\n",
+            "moved/carol.txt": b"from carol\n", "doomed.txt": b"short-lived\n"}
+    wait_converged(paths, expected=base)
+    (paths[carol] / "doomed.txt").unlink()
+    del base["doomed.txt"]
     wait_converged(paths, expected=base)
 
     versions = {device: f"{device.name}'s version\n".encode() for device in (alice, bob, carol)}
