@@ -31,7 +31,6 @@ from ocsync_tui.engine.sync_engine import SyncEngine
 from ocsync_tui.engine.time_of_day import minute_source_from_environment
 from ocsync_tui.errors import OcsyncError
 from ocsync_tui.identity import load_or_create_identity
-from ocsync_tui.net.udp_socket import UdpSocketError
 
 log = logging.getLogger("ocsync.daemon")
 
@@ -63,14 +62,25 @@ async def _serve(home: Path, udp_port: int) -> None:
                 break
 
 
+def _first_leaf(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
 def run_daemon(home: Path, udp_port: int) -> int:
     """Run in the foreground until SIGTERM or Ctrl-C; refuse clearly if the home or port is taken."""
     with exclusive_daemon_lock(home):
         _configure_logging(home)
         try:
             trio.run(_serve, home, udp_port)
-        except UdpSocketError as error:
-            raise OcsyncError(f"cannot open the UDP port: {error}") from None
+        except BaseExceptionGroup as group:
+            # A service that cannot start (the port is taken, the store is damaged) fails inside the
+            # nursery; the user gets its one-line reason, not the nursery's traceback.
+            refusals, others = group.split(OcsyncError)
+            if refusals is None or others is not None:
+                raise
+            raise _first_leaf(refusals) from None
         finally:
             remove_daemon_info(home)
     return 0
