@@ -97,6 +97,7 @@ class SyncEngine:
         self._incoming: dict[tuple[bytes, int], Any] = {}
         self._incoming_info: dict[tuple[bytes, int], tuple[str, int]] = {}  # → (sha256 hex, size)
         self._outgoing_bundles: dict[tuple[bytes, int], tuple[Path, str]] = {}  # → (file, folder id)
+        self._bundle_sha256: dict[Path, str] = {}  # bundles we made → their SHA-256 (hex), for progress
         from ocsync_tui.engine.commands import Commands
 
         self.commands = Commands(self)
@@ -366,7 +367,7 @@ class SyncEngine:
             return
         if event.outgoing and key in self._outgoing_bundles:
             path, folder_id = self._outgoing_bundles[key]
-            sha = path.name.rsplit(".", 2)[-2] if path.name.count(".") >= 2 else ""
+            sha = self._bundle_sha256.get(path, "")
             self._record_transfer(state.name, folder_id, "out", sha, event.total, event.bytes_done, "running",
                                   rate=event.rate_bps)
         elif not event.outgoing and isinstance(self._incoming.get(key), messages.BundleMeta):
@@ -524,6 +525,8 @@ class SyncEngine:
                 actions = state.exchange.bundle_failed_to_make(action.folder_id, action.request_id, str(error), self._now())
             else:
                 head = info.head if info is not None else self.heads.get(action.folder_id)
+                if info is not None:
+                    self._bundle_sha256[out] = info.sha256
                 actions = state.exchange.bundle_made(action.folder_id, action.request_id,
                                                      out if info is not None else None, head, self._now())
         self._run_actions(state, actions)
@@ -542,6 +545,7 @@ class SyncEngine:
             if bundle == path:
                 self.endpoint.cancel(*key)
                 del self._outgoing_bundles[key]
+        self._bundle_sha256.pop(path, None)
         path.unlink(missing_ok=True)
 
     async def _apply_bundle(self, state: _PeerState, action: ex.ApplyBundle) -> None:
