@@ -33,7 +33,7 @@ from ocsync_tui.net.endpoint import Endpoint
 from ocsync_tui.store.database import Folder, Peer, Store, TransferRecord, open_store
 from ocsync_tui.vcs.apply import apply_bundle
 from ocsync_tui.vcs.bundle import MissingPrerequisites
-from ocsync_tui.vcs.folder import FolderRepo
+from ocsync_tui.vcs.folder import MARKER_NAME, FolderRepo
 from ocsync_tui.vcs.negotiation import bundle_for, haves
 
 log = logging.getLogger("ocsync.engine")
@@ -42,6 +42,8 @@ MESSAGE_KIND = "ocsync/msg"
 BUNDLE_KIND = "ocsync/bundle"
 DEFAULT_UDP_PORT = 44996
 SCHEDULE_POLL_SECONDS = 1.0
+# How often a stopped folder is looked at again: a disk that was unmounted may be back.
+STOPPED_FOLDER_RETRY_SECONDS = 10.0
 MAX_PENDING_DEVICES = 64
 COMMIT_EVENT_LIST = 100
 
@@ -608,8 +610,12 @@ class SyncEngine:
 
     async def _run_scheduler(self) -> None:
         """Poll the time of day: a window that opens starts a full exchange with that peer; one that
-        closes stops folder data to it."""
+        closes stops folder data to it. Now and then, restart stopped folders whose marker is back."""
+        next_folder_check = self._now() + STOPPED_FOLDER_RETRY_SECONDS
         while True:
+            if self._now() >= next_folder_check:
+                next_folder_check = self._now() + STOPPED_FOLDER_RETRY_SECONDS
+                await self._restart_recovered_folders()
             for state in list(self.peers.values()):
                 is_open = self.window_open(state.name)
                 if is_open != state.window_was_open and state.window_was_open is not None:
@@ -620,6 +626,24 @@ class SyncEngine:
                         self._run_actions(state, state.exchange.window_closed(self._now()))
                 state.window_was_open = is_open
             await trio.sleep(SCHEDULE_POLL_SECONDS)
+
+
+    async def _restart_recovered_folders(self) -> None:
+        for folder_id, sync in list(self.folders.items()):
+            if not sync.stopped or not (sync.path / MARKER_NAME).is_file():
+                continue
+            try:
+                folder = self.store.folder(folder_id)
+            except OcsyncError:
+                continue
+            log.info("folder %s is back (its marker is there again): syncing it again", folder.name)
+            self.stop_folder(folder_id)
+            await self.start_folder(folder)
+            if self.folder_syncing(folder_id):
+                for state in list(self.peers.values()):
+                    if self.store.is_shared(folder_id, state.name) and state.reachable and self.window_open(state.name):
+                        self._run_actions(state, state.exchange.full_exchange(
+                            {folder_id: self.heads.get(folder_id)}, self._now()))
 
 
 def _text(path: bytes | str) -> str:
