@@ -51,6 +51,7 @@ from dulwich.walk import ORDER_TOPO, Walker
 
 from ocsync_tui.errors import OcsyncError
 from ocsync_tui.vcs.delta import create_delta
+from ocsync_tui.vcs.incoming_trees import commit_links
 from ocsync_tui.vcs.pack import (
     MAX_DELTA_DEPTH,
     PackEntry,
@@ -535,7 +536,7 @@ def _verify_reachable(
     and commits are read to follow them. Objects in the main store were complete when they landed, so
     the walk stops at them (at commits even if the bundle carries them again: they are not new).
     """
-    _load(store, head, Commit, bundle_path)
+    _commit_links(store, head, bundle_path)
     parents_of: dict[bytes, list[bytes]] = {}
     verified: set[bytes] = set()
     pending, queued = [head], {head}
@@ -543,10 +544,10 @@ def _verify_reachable(
         commit_id = pending.pop()
         if commit_id in main_store:
             continue
-        commit = _load(store, commit_id, Commit, bundle_path)
-        parents_of[commit_id] = commit.parents
-        _verify_tree(store, received, main_store, commit.tree, verified, bundle_path)
-        for parent in commit.parents:
+        tree_id, parents = _commit_links(store, commit_id, bundle_path)
+        parents_of[commit_id] = parents
+        _verify_tree(store, received, main_store, tree_id, verified, bundle_path)
+        for parent in parents:
             if parent not in queued:
                 queued.add(parent)
                 pending.append(parent)
@@ -589,14 +590,18 @@ def _load_raw(store, sha: bytes, bundle_path: Path) -> tuple[int, bytes]:
         raise BundleError(f"{bundle_path}: the bundle lacks object {sha.decode()}; fetch it again") from None
 
 
-def _load(store, sha: bytes, kind: type, bundle_path: Path):
+def _commit_links(store, sha: bytes, bundle_path: Path) -> tuple[bytes, list[bytes]]:
+    """The commit's tree and parents, refusing a commit in a shape git does not write."""
     try:
-        obj = store[sha]
+        type_num, raw = store.get_raw(sha)
     except KeyError:
-        raise BundleError(f"{bundle_path}: the bundle lacks {kind.__name__.lower()} {sha.decode()}") from None
-    if not isinstance(obj, kind):
-        raise BundleError(f"{bundle_path}: {sha.decode()} should be a {kind.__name__.lower()}")
-    return obj
+        raise BundleError(f"{bundle_path}: the bundle lacks commit {sha.decode()}") from None
+    if type_num != Commit.type_num:
+        raise BundleError(f"{bundle_path}: {sha.decode()} should be a commit")
+    links = commit_links(raw)
+    if links is None:
+        raise BundleError(f"{bundle_path}: commit {sha.decode()} does not begin with its tree and parents")
+    return links
 
 
 def _parents_first(parents_of: dict[bytes, list[bytes]]) -> list[bytes]:

@@ -9,6 +9,7 @@ writing inside `.git`, so `.git` is compared the way such disks compare names.
 
 import re
 import unicodedata
+from operator import itemgetter, lt
 
 from dulwich.errors import ObjectFormatException
 from dulwich.object_store import DEFAULT_MAX_TREE_DEPTH, BaseObjectStore
@@ -119,10 +120,6 @@ def validate_tree_path(path: bytes, mode: int = REGULAR_FILE_MODE) -> str:
     return path.decode("utf-8")
 
 
-def _tree_order_key(name: bytes, mode: int) -> bytes:
-    return name + b"/" if mode == DIRECTORY_MODE else name
-
-
 def _tree_entries(object_store: BaseObjectStore, tree_id: bytes, where: bytes) -> list[tuple[bytes, int, bytes]]:
     """The entries of the tree at `where` (b"" for the root), refused unless git would accept them."""
     shown = _shown(where.rstrip(b"/") or b".")
@@ -138,10 +135,10 @@ def _tree_entries(object_store: BaseObjectStore, tree_id: bytes, where: bytes) -
         entries = list(parse_tree(raw, sha_len=20, strict=True))
     except (ObjectFormatException, ValueError):
         raise UnsafePathError(f"refusing tree at {shown}: it is malformed") from None
-    keys = [_tree_order_key(name, mode) for name, mode, _ in entries]
-    if any(earlier >= later for earlier, later in zip(keys, keys[1:])):
+    names = list(map(itemgetter(0), entries))
+    keys = [name + b"/" if mode == DIRECTORY_MODE else name for name, mode, _ in entries]
+    if not all(map(lt, keys, keys[1:])):
         raise UnsafePathError(f"refusing tree at {shown}: entries unsorted or duplicated")
-    names = [name for name, _, _ in entries]
     if len(set(names)) != len(names):
         # A file and a directory of one name sort apart, but a disk holds only one of them.
         raise UnsafePathError(f"refusing tree at {shown}: two entries share a name")
@@ -149,16 +146,21 @@ def _tree_entries(object_store: BaseObjectStore, tree_id: bytes, where: bytes) -
 
 
 class ValidatedTrees:
-    """Trees validate_tree found valid, each with the place it was checked at.
+    """Trees and tree entries validate_tree found valid, each with the place it was checked at.
 
     The checks of a tree's entries depend on its place only through the limits on depth and path length
     and through the names refused at the top alone, so a tree valid at one place is valid at any place
     no deeper and with no longer a path to it, a root only as a root. Across the many commits of a
     bundle, which share most subtrees at the same places, each tree is then read and checked once.
+
+    A new version of a tree differs from the last in an entry or two: an entry (name, mode, id) found
+    valid at a place (depth and length of the path to its tree) is valid there again, its subtree
+    included, so only the changed entries of a tree are checked.
     """
 
     def __init__(self) -> None:
         self._places: dict[bytes, tuple[int, int]] = {}
+        self._entries_at: dict[tuple[int, int], set[tuple[bytes, int, bytes]]] = {}
 
     def covers(self, tree_id: bytes, depth: int, prefix_length: int) -> bool:
         place = self._places.get(tree_id)
@@ -168,8 +170,12 @@ class ValidatedTrees:
         same_kind = (depth == 0) == (checked_depth == 0)
         return same_kind and depth <= checked_depth and prefix_length <= checked_prefix_length
 
-    def record(self, tree_id: bytes, depth: int, prefix_length: int) -> None:
+    def entries_at(self, depth: int, prefix_length: int) -> set[tuple[bytes, int, bytes]]:
+        return self._entries_at.get((depth, prefix_length), set())
+
+    def record(self, tree_id: bytes, depth: int, prefix_length: int, entries: list[tuple[bytes, int, bytes]]) -> None:
         self._places[tree_id] = (depth, prefix_length)
+        self._entries_at.setdefault((depth, prefix_length), set()).update(entries)
 
 
 def validate_tree(
@@ -180,17 +186,19 @@ def validate_tree(
     With `known_valid`, trees it covers at their place here are not read again, and once the whole tree
     is found valid every tree read is recorded into it.
     """
-    checked: list[tuple[bytes, int, int]] = []
+    checked: list[tuple[bytes, int, int, list[tuple[bytes, int, bytes]]]] = []
     pending = [(tree_id, b"", 0)]
     while pending:
         current_id, prefix, depth = pending.pop()
         if known_valid is not None and known_valid.covers(current_id, depth, len(prefix)):
             continue
-        checked.append((current_id, depth, len(prefix)))
         if depth >= DEFAULT_MAX_TREE_DEPTH:
             # dulwich's tree walks stop there with their own exception; refuse first, with ours.
             raise UnsafePathError(f"refusing path {_shown(prefix[:60])}…: {_TOO_DEEP}")
-        for name, mode, sha in _tree_entries(object_store, current_id, prefix):
+        entries = _tree_entries(object_store, current_id, prefix)
+        checked.append((current_id, depth, len(prefix), entries))
+        valid_here = known_valid.entries_at(depth, len(prefix)) if known_valid is not None else set()
+        for name, mode, sha in [entry for entry in entries if entry not in valid_here]:
             path = prefix + name
             if len(path) > PATH_MAX_BYTES:
                 raise UnsafePathError(f"refusing path {_shown(path[:60])}…: {_TOO_LONG}")

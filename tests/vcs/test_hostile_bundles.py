@@ -10,7 +10,7 @@ from ocsync_tui.errors import OcsyncError
 from ocsync_tui.vcs.apply import apply_bundle
 from ocsync_tui.vcs.folder import FolderRepo, init_folder
 from tests.conftest import git_fsck_strict
-from tests.vcs.bundle_craft import FILE_MODE, SYMLINK_MODE, TREE_MODE, Crafter
+from tests.vcs.bundle_craft import AUTHOR, COMMIT, FILE_MODE, SYMLINK_MODE, TREE_MODE, Crafter
 from tests.vcs.devices import make_device, verify_bundle
 
 
@@ -130,6 +130,19 @@ def test_a_hostile_path_in_an_earlier_commit_is_refused(scene, identity, case):
     head = crafter.commit(crafter.tree([ok_entry(crafter)]), [hostile], when=1_700_000_100)
     bundle = crafter.write_bundle(root.parent / "hostile.bundle", head)
     assert_refused_and_untouched(root, outside, bundle, identity)
+
+
+def test_a_commit_with_a_parent_after_its_author_is_refused(scene, identity):
+    root, outside = scene
+    crafter = Crafter()
+    earlier = commit_of(crafter, [ok_entry(crafter)])
+    signature = b"author %s 1 +0000\ncommitter %s 1 +0000\n" % (AUTHOR, AUTHOR)
+    head = crafter._add(
+        COMMIT, b"tree " + crafter.tree([ok_entry(crafter)]) + b"\n" + signature + b"parent " + earlier + b"\n\nlate\n"
+    )
+    bundle = crafter.write_bundle(root.parent / "hostile.bundle", head)
+    refused = assert_refused_and_untouched(root, outside, bundle, identity)
+    assert "does not begin with its tree and parents" in str(refused)
 
 
 def valid_bundle_bytes(crafter: Crafter) -> tuple[bytes, bytes]:

@@ -1,10 +1,10 @@
 import pytest
 from dulwich.object_store import MemoryObjectStore
-from dulwich.objects import ShaFile
+from dulwich.objects import ShaFile, Tree
 
-from ocsync_tui.vcs.incoming_trees import validate_commit_trees
+from ocsync_tui.vcs.incoming_trees import commit_links, validate_commit_trees
 from ocsync_tui.vcs.paths import UnsafePathError
-from tests.vcs.bundle_craft import FILE_MODE, TREE_MODE, Crafter
+from tests.vcs.bundle_craft import COMMIT, FILE_MODE, TREE_MODE, Crafter
 
 
 def stored(crafter: Crafter) -> MemoryObjectStore:
@@ -22,8 +22,10 @@ class CountingStore:
         self.reads: list[bytes] = []
 
     def get_raw(self, object_id: bytes):
-        self.reads.append(object_id)
-        return self.store.get_raw(object_id)
+        type_num, raw = self.store.get_raw(object_id)
+        if type_num == Tree.type_num:
+            self.reads.append(object_id)
+        return type_num, raw
 
     def __getitem__(self, object_id: bytes):
         return self.store[object_id]
@@ -64,3 +66,44 @@ def test_a_tree_valid_below_the_root_is_still_checked_as_a_root():
     validate_commit_trees(store, [nested])
     with pytest.raises(UnsafePathError, match="marker"):
         validate_commit_trees(store, [nested, at_top])
+
+
+TREE_ID, OTHER_ID = b"a" * 40, b"b" * 40
+SIGNATURE = b"author A <a@x.invalid> 1 +0000\ncommitter A <a@x.invalid> 1 +0000\n"
+
+
+def test_commit_links_reads_a_commit_as_git_writes_it():
+    raw = b"tree " + TREE_ID + b"\nparent " + OTHER_ID + b"\n" + SIGNATURE + b"\nmessage\ntree " + OTHER_ID + b"\n"
+    assert commit_links(raw) == (TREE_ID, [OTHER_ID])
+    assert commit_links(b"tree " + TREE_ID + b"\n" + SIGNATURE + b"\n") == (TREE_ID, [])
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        SIGNATURE + b"tree " + TREE_ID + b"\n\n",
+        b"tree " + TREE_ID + b"\n" + SIGNATURE + b"tree " + OTHER_ID + b"\n\n",
+        b"tree " + TREE_ID + b"\n" + SIGNATURE + b"parent " + OTHER_ID + b"\n\n",
+        b"tree " + TREE_ID + b"\n " + OTHER_ID + b"\n" + SIGNATURE + b"\n",
+        b"tree " + TREE_ID.upper() + b"\n" + SIGNATURE + b"\n",
+        b"tree " + TREE_ID + b"\nparent " + OTHER_ID[:39] + b"\n" + SIGNATURE + b"\n",
+    ],
+    ids=["empty", "tree not first", "second tree", "late parent", "continued tree", "upper case", "short parent"],
+)
+def test_commit_links_refuses_any_other_shape(raw):
+    assert commit_links(raw) is None
+
+
+def test_a_commit_with_a_second_tree_line_is_validated_as_the_checkout_reads_it():
+    crafter = Crafter()
+    good = crafter.files({b"a": b"1"})
+    bad = crafter.tree([(b".GIT", FILE_MODE, crafter.blob(b""))])
+    for first, second in [(bad, good), (good, bad)]:
+        commit = crafter._add(COMMIT, b"tree " + first + b"\n" + SIGNATURE + b"tree " + second + b"\n\ncrafted\n")
+        store = stored(crafter)
+        if store[commit].tree == bad:
+            with pytest.raises(UnsafePathError, match="git"):
+                validate_commit_trees(store, [commit])
+        else:
+            validate_commit_trees(store, [commit])
