@@ -9,7 +9,6 @@ import base64
 import json
 import os
 import socket
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import nacl.exceptions
 import nacl.signing
 
 from ocsync_tui.errors import OcsyncError
+from ocsync_tui.private_files import private_file_problem
 
 KEY_FILE = "device.key"
 NAME_FILE = "device.json"
@@ -94,14 +94,9 @@ class DeviceIdentity:
 
 
 def _check_private(path: Path) -> None:
-    mode = path.stat().st_mode
-    if not stat.S_ISREG(mode):
-        raise IdentityError(f"{path} is not a regular file")
-    if mode & 0o077:
-        raise IdentityError(
-            f"{path} is readable by other users (mode {stat.S_IMODE(mode):04o}); "
-            f"the device key must be private: chmod 600 {path}"
-        )
+    problem = private_file_problem(path, path.stat().st_mode, "the device key")
+    if problem is not None:
+        raise IdentityError(problem)
 
 
 def _read_key(path: Path) -> nacl.signing.SigningKey:

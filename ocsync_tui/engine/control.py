@@ -23,6 +23,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
 from ocsync_tui.errors import OcsyncError
+from ocsync_tui.private_files import private_file_problem
 
 log = logging.getLogger("ocsync.control")
 
@@ -87,13 +88,10 @@ class ControlHandler(Protocol):
 
 
 def _check_private(path: Path, mode: int) -> None:
-    if not stat.S_ISREG(mode):
-        raise ControlTokenError(f"{path} is not a regular file; remove it and start the daemon again")
-    if mode & 0o077:
-        raise ControlTokenError(
-            f"{path} is readable by other users (mode {stat.S_IMODE(mode):04o}); "
-            f"the control token must be private: chmod 600 {path}"
-        )
+    problem = private_file_problem(path, mode, "the control token")
+    if problem is not None:
+        hint = "" if stat.S_ISREG(mode) else "; remove it and start the daemon again"
+        raise ControlTokenError(problem + hint)
 
 
 def read_token(home: Path) -> str:
