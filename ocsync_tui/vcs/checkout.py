@@ -164,6 +164,9 @@ class FolderFiles:
         shared = 0
         while shared < min(len(parents), len(self._open_dirs)) and self._open_dirs[shared][0] == parents[shared]:
             shared += 1
+        if shared == len(parents):
+            # A prefix of the open chain (blocked_prefix walks up before each write): keep the deeper ones.
+            return self._open_dirs[shared - 1][1] if shared else self._root_fd
         self._drop_open_dirs(shared)
         for component in parents[shared:]:
             parent_fd = self._open_dirs[-1][1] if self._open_dirs else self._root_fd
