@@ -1,5 +1,6 @@
 """A folder whose marker is gone (an unmounted disk, a wiped directory) stops syncing on that device and
-says so; none of the vanished files are deleted on the peer, not even after a restart."""
+says so; none of the vanished files are deleted on the peer, not even after a restart; once the disk is
+back the folder resumes and catches up."""
 
 from pathlib import Path
 
@@ -24,7 +25,7 @@ def cluster(tmp_path: Path):
     yield from running_cluster(tmp_path)
 
 
-def test_a_missing_marker_stops_the_folder_and_no_deletions_reach_the_peer(cluster, tmp_path: Path) -> None:
+def test_a_missing_marker_stops_the_folder_sends_no_deletions_and_a_remount_resumes_it(cluster, tmp_path: Path) -> None:
     alice, bob = cluster.device("alice"), cluster.device("bob")
     pair(alice, bob)
     seed = tmp_path / "alice-disk"
@@ -36,6 +37,7 @@ def test_a_missing_marker_stops_the_folder_and_no_deletions_reach_the_peer(clust
     wait_converged(paths, expected=files)
 
     # What an unmount looks like from inside: the marker and every file vanish at once.
+    marker = (paths[alice] / MARKER_NAME).read_bytes()
     (paths[alice] / MARKER_NAME).unlink()
     for name in files:
         (paths[alice] / name).unlink()
@@ -57,3 +59,11 @@ def test_a_missing_marker_stops_the_folder_and_no_deletions_reach_the_peer(clust
     wait_until(stopped_and_reported, "the folder to be stopped again after a restart", cluster, timeout=20,
                interval=0.3)
     assert_stays({bob: paths[bob]}, {bob: on_bob}, seconds=3, what="a deletion reached the peer after a restart")
+
+    # The disk is mounted again: files and marker are back, the folder resumes and catches up with bob.
+    for name, content in files.items():
+        (paths[alice] / name).write_bytes(content)
+    (paths[alice] / MARKER_NAME).write_bytes(marker)
+    wait_until(lambda: not stopped_and_reported(), "the folder to resume once its marker is back", cluster,
+               timeout=30, interval=0.5)
+    wait_converged(paths, expected=on_bob)
