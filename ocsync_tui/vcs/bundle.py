@@ -43,9 +43,17 @@ from typing import BinaryIO, Protocol
 
 from dulwich.object_store import DiskObjectStore
 from dulwich.object_format import SHA1
-from dulwich.objects import S_ISGITLINK, Blob, Commit, Tree, parse_tree, valid_hexsha
+from dulwich.objects import S_ISGITLINK, Blob, Commit, ShaFile, Tree, parse_tree, sha_to_hex, valid_hexsha
 from dulwich.objectspec import AmbiguousShortId, parse_commit
-from dulwich.pack import apply_delta
+from dulwich.pack import (
+    PackData,
+    PackIndexer,
+    PackStreamCopier,
+    UnpackedObject,
+    apply_delta,
+    extend_pack,
+    write_pack_index_v2,
+)
 from dulwich.repo import Repo
 from dulwich.walk import ORDER_TOPO, Walker
 
@@ -454,8 +462,29 @@ class _Truncated(Exception):
     pass
 
 
+class _ParsingIndexer(PackIndexer):
+    """Index entries for a pack, parsing each object on the way as dulwich reads it.
+
+    dulwich's add_thin_pack resolves every delta of the pack once more after indexing it, only to parse
+    each object (a tree with a garbage mode is refused there); parsing each object as it is indexed
+    refuses the same objects and saves a third of the import.
+    """
+
+    def _result(self, unpacked: UnpackedObject) -> tuple[bytes, int, int]:
+        # A blob has nothing to parse, and a Tree's parsing is parse_tree plus a dict of no use here.
+        if unpacked.obj_type_num == Tree.type_num:
+            parse_tree(b"".join(unpacked.obj_chunks), SHA1.oid_length)
+        elif unpacked.obj_type_num != Blob.type_num:
+            ShaFile.from_raw_chunks(unpacked.obj_type_num, unpacked.obj_chunks)
+        return super()._result(unpacked)
+
+
 def _receive_pack(store: DiskObjectStore, bundle_file: BinaryIO, bundle_path: Path) -> set[bytes]:
-    """Copy, check and complete the bundle's pack inside the quarantine store; the ids it holds."""
+    """Copy, check, index and complete the bundle's pack inside the quarantine store; the ids it holds.
+
+    What add_thin_pack does, with dulwich's own pieces (the checksum, every object inflated and
+    parsed, thin deltas completed from the main store), but with the parsing done while indexing.
+    """
 
     def read_all(size: int) -> bytes:
         data = bundle_file.read(size)
@@ -469,13 +498,30 @@ def _receive_pack(store: DiskObjectStore, bundle_file: BinaryIO, bundle_path: Pa
             raise _Truncated
         return data
 
-    try:
-        pack = store.add_thin_pack(read_all, read_some)
-    except _Truncated as error:
-        raise BundleError(f"{bundle_path}: the bundle is truncated; fetch it again") from error
-    if bundle_file.read(1):
-        raise BundleError(f"{bundle_path}: unexpected data after the bundle's pack; fetch it again")
-    return _ids_once_each(pack, bundle_path)
+    fd, temporary = tempfile.mkstemp(dir=store.pack_dir, prefix="tmp_pack_")
+    with os.fdopen(fd, "w+b") as pack_file:
+        indexer = _ParsingIndexer(pack_file, SHA1.hash_func, resolve_ext_ref=store.get_raw)
+        try:
+            PackStreamCopier(SHA1.hash_func, read_all, read_some, pack_file, delta_iter=indexer).verify()
+        except _Truncated as error:
+            raise BundleError(f"{bundle_path}: the bundle is truncated; fetch it again") from error
+        if bundle_file.read(1):
+            raise BundleError(f"{bundle_path}: unexpected data after the bundle's pack; fetch it again")
+        pack_file.flush()
+        pack_file.seek(0)
+        with PackData(temporary, file=pack_file, object_format=SHA1) as data:
+            indexer.set_pack_data(data)
+            entries = list(indexer)
+            outside_bases = set(indexer.ext_refs())
+        checksum, appended = extend_pack(pack_file, outside_bases, get_raw=store.get_raw, object_format=SHA1)
+    entries = sorted(entries + appended)
+    ids = _ids_once_each([sha_to_hex(entry[0]) for entry in entries], bundle_path)
+    name = os.path.join(store.pack_dir, "pack-" + checksum.hex())
+    os.replace(temporary, name + ".pack")
+    with open(name + ".idx", "wb") as index_file:
+        write_pack_index_v2(index_file, entries, checksum)
+    store.packs  # noqa: B018 -- the property rescans the pack directory, so lookups see the new pack
+    return ids
 
 
 @contextmanager
@@ -509,15 +555,14 @@ def _corrupt_pack_message(bundle_path: Path, reason: str) -> str:
     return f"{bundle_path}: the bundle's pack is corrupt ({reason}); fetch it again"
 
 
-def _ids_once_each(pack, bundle_path: Path) -> set[bytes]:
-    """The ids in a completed pack, refusing the pack if it holds one twice.
+def _ids_once_each(ids: list[bytes], bundle_path: Path) -> set[bytes]:
+    """The sorted ids of a completed pack as a set, refusing the pack if it holds one twice.
 
     dulwich completes a thin pack by appending every outside base its deltas used, even one the pack
     also carries. Such a pack has a REF_DELTA base that is itself a delta in the same pack, deltified
     (directly or not) against the referrer: indexing resolved the loop from the outside copy, but
     reads look the base up in the pack first and go round it (DeltaCycle), and git refuses the pack.
     """
-    ids = list(pack.index)  # sorted
     for first, second in zip(ids, ids[1:]):
         if first == second:
             raise BundleError(

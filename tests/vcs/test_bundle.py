@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from dulwich.index import commit_tree
 from dulwich.object_format import SHA1
-from dulwich.objects import Blob, Commit
+from dulwich.objects import Blob, Commit, Tree
 from dulwich.pack import OFS_DELTA, REF_DELTA, pack_header_chunks, pack_object_header
 from dulwich.pack import create_delta as create_dulwich_delta
 from dulwich.repo import Repo
@@ -677,6 +677,8 @@ def test_a_delta_against_itself_is_refused(hostile_case, tmp_path: Path) -> None
         "bad-checksum",
         "garbage-commit",
         "unknown-type",
+        "unreachable-garbage-tree",
+        "unreachable-garbage-commit",
     ],
 )
 def test_broken_packs_are_refused_with_a_bundle_error(hostile_case, tmp_path: Path, damage: str) -> None:
@@ -694,6 +696,10 @@ def test_broken_packs_are_refused_with_a_bundle_error(hostile_case, tmp_path: Pa
         objects[0] = (Commit.type_num, None, garbage)
     elif damage == "unknown-type":
         objects[2] = (5, None, parts["new"].data)
+    elif damage == "unreachable-garbage-tree":
+        objects.append((Tree.type_num, None, b"100644 a name with no end"))
+    elif damage == "unreachable-garbage-commit":
+        objects.append((Commit.type_num, None, b"no headers at all"))
     pack = raw_pack(objects)
     if damage == "bad-zlib":
         pack = pack.replace(zlib.compress(parts["new"].data), zlib.compress(parts["new"].data)[:-6] + b"\xff" * 6)
