@@ -15,7 +15,8 @@ compared by SHA-256 and the run only counts if they all match. rsync copies the 
 VmHWM from /proc/PID/status at the end of the run; goal <= 120 MB. Both timed sections start after
 `sync`, so neither pays for the other's dirty pages (rsync never fsyncs, ocsync does: that difference is
 part of the comparison). Without rsync on PATH the ratios are null and the output says why. The last
-line of output is one JSON object of medians.
+line of output is one JSON object of medians. Beside wall-clock time, the CPU time (user + system) of both
+daemons during the sync and of rsync is reported: on a shared, loaded machine it is the steadier figure.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -81,12 +83,25 @@ def make_data(root: Path, data: DataSet, seed: int) -> tuple[int, int]:
     return data.small_files + data.large_files, total
 
 
-def time_rsync(source: Path, destination: Path) -> float:
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_rsync(source: Path, destination: Path) -> tuple[float, float]:
+    """Wall-clock and CPU seconds of one `rsync -a` of source's files into an empty destination."""
     os.sync()
+    cpu = children_cpu_seconds()
     started = time.perf_counter()
     subprocess.run(["rsync", "-a", "--exclude=/.git", "--exclude=/.ocsync-folder", f"{source}/", f"{destination}/"],
                    check=True)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, children_cpu_seconds() - cpu
 
 
 def time_ocsync(scratch: Path, source: Path, run: int) -> dict:
@@ -105,6 +120,7 @@ def time_ocsync(scratch: Path, source: Path, run: int) -> dict:
         target.mkdir()
         source_head = head(source)
         os.sync()
+        cpu = [process_cpu_seconds(device.pid) for device in (alice, bob)]
         started = time.perf_counter()
         bob.ocsync("accept", "alice", "bench", "--path", target)
         deadline = started + SYNC_TIMEOUT
@@ -115,10 +131,11 @@ def time_ocsync(scratch: Path, source: Path, run: int) -> dict:
                 raise AssertionError(f"a daemon exited during the sync\n{cluster.logs()}")
             time.sleep(0.02)
         elapsed = time.perf_counter() - started
+        cpu_seconds = sum(process_cpu_seconds(device.pid) - before for device, before in zip((alice, bob), cpu))
         memory = {device.name: device.peak_memory_kib() / 1024 for device in (alice, bob)}
         if tree_digests(target) != tree_digests(source):
             raise AssertionError(f"bob reached alice's head but his files differ from hers\n{cluster.logs()}")
-        return {"seconds": elapsed, "peak_mb": memory}
+        return {"seconds": elapsed, "cpu_seconds": cpu_seconds, "peak_mb": memory}
     finally:
         cluster.close()
 
@@ -146,7 +163,7 @@ def main() -> None:
             source = scratch / f"source-{data.name}"
             files, size = make_data(source, data, seed=ord(data.name))
             print(f"data set ({data.name}): {files} files, {size / MB:.0f} MB", flush=True)
-            ocsync_runs, rsync_runs, memory_runs = [], [], []
+            ocsync_runs, rsync_runs, memory_runs, ocsync_cpu, rsync_cpu = [], [], [], [], []
             for run in range(args.runs):
                 try:
                     measured = time_ocsync(scratch / data.name, source, run)
@@ -156,14 +173,18 @@ def main() -> None:
                                       + str(failure).splitlines()[0]}))
                     sys.exit(1)
                 ocsync_runs.append(measured["seconds"])
+                ocsync_cpu.append(measured["cpu_seconds"])
                 memory_runs.append(max(measured["peak_mb"].values()))
-                line = f"  run {run}: ocsync {measured['seconds']:.2f} s, peak daemon memory " + ", ".join(
+                line = f"  run {run}: ocsync {measured['seconds']:.2f} s (daemons' CPU {measured['cpu_seconds']:.2f} s), " \
+                    "peak daemon memory " + ", ".join(
                     f"{name} {mb:.0f} MB" for name, mb in measured["peak_mb"].items())
                 if not rsync_missing:
                     destination = scratch / data.name / f"rsync{run}"
-                    rsync_runs.append(time_rsync(source, destination))
+                    wall, cpu_seconds = time_rsync(source, destination)
+                    rsync_runs.append(wall)
+                    rsync_cpu.append(cpu_seconds)
                     shutil.rmtree(destination)
-                    line += f"; rsync -a {rsync_runs[-1]:.2f} s"
+                    line += f"; rsync -a {wall:.2f} s (CPU {cpu_seconds:.2f} s)"
                 print(line, flush=True)
             ocsync_seconds = statistics.median(ocsync_runs)
             rsync_seconds = statistics.median(rsync_runs) if rsync_runs else None
@@ -174,6 +195,8 @@ def main() -> None:
                 "rsync_s": round(rsync_seconds, 3) if rsync_seconds is not None else None,
                 "ratio": round(ocsync_seconds / rsync_seconds, 2) if rsync_seconds else None,
                 "goal_ratio": data.goal_ratio,
+                "ocsync_cpu_s": round(statistics.median(ocsync_cpu), 3),
+                "rsync_cpu_s": round(statistics.median(rsync_cpu), 3) if rsync_cpu else None,
                 "peak_daemon_mb": round(max(memory_runs), 1),
                 "ocsync_runs_s": [round(value, 3) for value in ocsync_runs],
                 "rsync_runs_s": [round(value, 3) for value in rsync_runs],
