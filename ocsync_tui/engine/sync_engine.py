@@ -287,7 +287,7 @@ class SyncEngine:
         async for event in self.endpoint.events:
             try:
                 self._on_transport_event(event)
-            except OcsyncError as error:
+            except (OcsyncError, OSError) as error:
                 log.warning("%s", error)
 
     def _on_transport_event(self, event: Any) -> None:
@@ -463,13 +463,13 @@ class SyncEngine:
         come back to the core."""
         for action in actions:
             if isinstance(action, ex.SendMessage):
-                self._nursery.start_soon(self._send_message, state, action.message)
+                self._spawn(self._send_message, state, action.message)
             elif isinstance(action, ex.ComputeHaves):
-                self._nursery.start_soon(self._compute_haves, state, action)
+                self._spawn(self._compute_haves, state, action)
             elif isinstance(action, ex.MakeBundle):
-                self._nursery.start_soon(self._make_bundle, state, action)
+                self._spawn(self._make_bundle, state, action)
             elif isinstance(action, ex.SendBundle):
-                self._nursery.start_soon(self._send_bundle, state, action)
+                self._spawn(self._send_bundle, state, action)
             elif isinstance(action, ex.DiscardBundle):
                 self._discard_bundle(state, action.path)
             elif isinstance(action, ex.CancelIncomingBundle):
@@ -480,7 +480,7 @@ class SyncEngine:
                         self._incoming.pop(key, None)
                         self._incoming_info.pop(key, None)
             elif isinstance(action, ex.ApplyBundle):
-                self._nursery.start_soon(self._apply_bundle, state, action)
+                self._spawn(self._apply_bundle, state, action)
             elif isinstance(action, ex.DropReceivedBundle):
                 log.info("dropped a bundle from %s: %s", state.name, action.reason)
                 action.path.unlink(missing_ok=True)
@@ -500,6 +500,17 @@ class SyncEngine:
                 self.emit("sync", folder=action.folder_id, peer=state.name, direction="pull", outcome=outcome,
                           head=self.heads.get(action.folder_id), reason=None if outcome == "applied" else action.detail)
         self._timers_changed.set()
+
+    def _spawn(self, task, state: _PeerState, *arguments) -> None:
+        """Run one action's work; a peer removed or a file gone meanwhile is logged, never fatal to the daemon."""
+
+        async def guarded() -> None:
+            try:
+                await task(state, *arguments)
+            except (OcsyncError, OSError) as error:
+                log.warning("exchange with %s: %s", state.name, error)
+
+        self._nursery.start_soon(guarded)
 
     async def _send_message(self, state: _PeerState, message: messages.Message) -> None:
         if state.public_key in self.peers:
