@@ -147,8 +147,7 @@ def _unreadable_history_message(folder_path: Path, reason: str) -> str:
 
 
 def _write_bundle(repo: Repo, head: bytes, excluded: list[bytes], out: Path) -> BundleInfo:
-    walk = Walker(repo.object_store, [head], exclude=excluded, order=ORDER_TOPO, reverse=True)
-    commits = [entry.commit for entry in walk]  # parents first
+    commits = _commits_to_send(repo.object_store, head, excluded)
     sent = {commit.id for commit in commits}
     boundary = sorted({parent for commit in commits for parent in commit.parents if parent not in sent})
     if not commits:
@@ -167,6 +166,39 @@ def _write_bundle(repo: Repo, head: bytes, excluded: list[bytes], out: Path) -> 
         prerequisites=[commit_id.decode("ascii") for commit_id in boundary],
         head=head.decode("ascii"),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _SentCommit:
+    id: bytes
+    tree: bytes
+    parents: list[bytes]
+    raw: bytes
+
+
+def _commits_to_send(store, head: bytes, excluded: list[bytes]) -> list[_SentCommit]:
+    """The commits reachable from head and not from `excluded`, parents first.
+
+    With nothing excluded (a first sync) that is all of history, read from each commit's tree and
+    parent lines: dulwich's Walker builds a whole Commit of each, twice the time.
+    """
+    if excluded:
+        walk = Walker(store, [head], exclude=excluded, order=ORDER_TOPO, reverse=True)
+        return [_SentCommit(c.id, c.tree, c.parents, c.as_raw_string()) for c in (entry.commit for entry in walk)]
+    read: dict[bytes, _SentCommit] = {}
+    pending = [head]
+    while pending:
+        commit_id = pending.pop()
+        if commit_id in read:
+            continue
+        type_num, raw = store.get_raw(commit_id)
+        links = commit_links(raw) if type_num == Commit.type_num else None
+        if links is None:
+            commit = store[commit_id]
+            links = commit.tree, commit.parents
+        read[commit_id] = _SentCommit(commit_id, *links, raw)
+        pending.extend(links[1])
+    return [read[commit_id] for commit_id in _parents_first({c.id: c.parents for c in read.values()})]
 
 
 def _bundle_header(store, prerequisites: list[bytes], head: bytes) -> bytes:
@@ -216,7 +248,7 @@ def _subject(commit: Commit) -> bytes:
 
 
 def _plan_objects(
-    store, commits: list[Commit], boundary: list[bytes], recent: "_RecentContents"
+    store, commits: list[_SentCommit], boundary: list[bytes], recent: "_RecentContents"
 ) -> list[_PlannedObject]:
     """Trees and blobs the receiver lacks, parents' first, each with its same-path base candidate.
 
@@ -235,26 +267,29 @@ def _plan_objects(
     seen: set[bytes] = set()
     receiver_has = _reachable_from_trees(store, [store[commit_id].tree for commit_id in boundary])
 
-    def read_entries(tree_id: bytes) -> list[tuple[bytes, int, bytes]]:
+    def read_entries(tree_id: bytes) -> tuple[set[tuple[bytes, int, bytes]], dict[bytes, tuple[bytes, int, bytes]]]:
+        """The tree's entries as a set, and by name."""
         raw = recent.get(tree_id)
         if raw is None:
             raw = store.get_raw(tree_id)[1]
             recent.put(tree_id, raw)
-        return parse_tree(raw, SHA1.oid_length)
+        entries = parse_tree(raw, SHA1.oid_length)
+        return set(entries), dict(zip(map(itemgetter(0), entries), entries))
 
     # Each commit's trees are the next commit's parent trees: parse them once.
     entries_of = lru_cache(maxsize=_PARSED_TREES_KEPT)(read_entries)
+    no_tree: tuple[set, dict] = (set(), {})
 
     def visit(tree_id: bytes, parent_tree_ids: list[bytes | None], base: bytes | None) -> None:
         if tree_id in seen:
             return
         seen.add(tree_id)
         planned.append(_PlannedObject(tree_id, Tree.type_num, base))
-        entries = entries_of(tree_id)
-        parents = [entries_of(parent_id) if parent_id is not None else [] for parent_id in parent_tree_ids]
+        entries, _ = entries_of(tree_id)
+        parents = [entries_of(parent_id) if parent_id is not None else no_tree for parent_id in parent_tree_ids]
         # Set difference runs in C: a per-file commit rewrites trees of thousands of entries to change one.
-        changed = sorted(set(entries).difference(*map(set, parents)))
-        by_name = [dict(zip(map(itemgetter(0), parent), parent)) for parent in parents]
+        changed = sorted(entries.difference(*map(itemgetter(0), parents)))
+        by_name = list(map(itemgetter(1), parents))
         for name, mode, sha in changed:
             if S_ISGITLINK(mode) or sha in receiver_has:
                 continue  # a submodule commit is not ours to send; the receiver's objects need no sending
@@ -303,7 +338,7 @@ def _tree_entries(store, tree_id: bytes) -> list[tuple[bytes, int, bytes]]:
 
 
 def _pack_entries(
-    store, commits: list[Commit], planned: list[_PlannedObject], recent: "_RecentContents"
+    store, commits: list[_SentCommit], planned: list[_PlannedObject], recent: "_RecentContents"
 ) -> Iterator[PackEntry]:
     """Commits whole, then each planned object as a delta of its base when that is worth it.
 
@@ -311,7 +346,7 @@ def _pack_entries(
     base that comes later would make write_pack refuse the pack, so that object is sent whole.
     """
     for commit in commits:
-        yield PackEntry(commit.id, commit.type_num, commit.as_raw_string())
+        yield PackEntry(commit.id, Commit.type_num, commit.raw)
     sent_later = {item.sha for item in planned}
     depth: dict[bytes, int] = {}
     # A base is mostly the previous version of the same path, planned a little earlier: `recent`
