@@ -35,10 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ocsync_tui.engine.time_of_day import TIME_OF_DAY_FILE_ENV
+from ocsync_tui.vcs.paths import FOLDER_MARKER as MARKER_NAME
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
-MARKER_NAME = ".ocsync-folder"
 START_TIMEOUT = 30.0
 CONVERGE_TIMEOUT = 30.0
 CLI_TIMEOUT = 60.0

@@ -52,9 +52,10 @@ def count_committed(root: Path, subdirectory: str) -> int:
     return len(listing.stdout.split())
 
 
-def test_killed_mid_transfer_resumes_and_converges(cluster, tmp_path: Path) -> None:
+@pytest.mark.parametrize("killed", ["receiver", "giver"])
+def test_killed_mid_transfer_resumes_and_converges(cluster, tmp_path: Path, killed: str) -> None:
     alice, bob = cluster.device("alice"), cluster.device("bob")
-    # 4 MB/s each way, so a 12 MB file takes ~3 s to cross and bob can be killed in the middle.
+    # 4 MB/s each way, so a 12 MB file takes ~3 s to cross and a daemon can be killed in the middle.
     link = cluster.forwarder(alice, bob, rate=4_000_000)
     pair(alice, bob, a_reaches_b=link.near_port, b_reaches_a=link.far_port)
     paths = share_folder(alice, "media", tmp_path / "alice-media", bob)
@@ -67,17 +68,19 @@ def test_killed_mid_transfer_resumes_and_converges(cluster, tmp_path: Path) -> N
     # second or 8 MB, ocsync_tui/net/transfer.py), so a resumed transfer need not send it all again.
     wait_until(lambda: link.bytes_forwarded() - before > 8_000_000, "8 MB of the bundle to cross the link",
                cluster, timeout=30, interval=0.02)
-    bob.kill()
+    victim = bob if killed == "receiver" else alice
+    victim.kill()
     assert not (paths[bob] / "big.bin").exists(), "the kill came too late: the file had already arrived"
     killed_at = link.bytes_forwarded() - before
     time.sleep(1.0)
-    bob.start()
+    victim.start()
     wait_converged(paths, expected={"big.bin": big}, timeout=60)
     after_the_kill = link.bytes_forwarded() - before - killed_at
-    print(f"bob killed after {killed_at} bytes crossed; {after_the_kill} bytes after it, for a {len(big)}-byte file")
+    print(f"{victim.name} killed after {killed_at} bytes crossed; {after_the_kill} bytes after it, "
+          f"for a {len(big)}-byte file")
     assert after_the_kill < 0.85 * len(big), (
-        f"{after_the_kill} bytes crossed after the restart for a {len(big)}-byte file ({killed_at} before the "
-        "kill): the transfer started over instead of resuming by hash"
+        f"{after_the_kill} bytes crossed after {victim.name} ({killed}) restarted, for a {len(big)}-byte file "
+        f"({killed_at} before the kill): the transfer started over instead of resuming by hash"
     )
     for folder in paths.values():
         check_repository(folder)
