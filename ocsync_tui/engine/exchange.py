@@ -52,7 +52,10 @@ from ocsync_tui.engine.messages import (
 from ocsync_tui.vcs.negotiation import MAX_HAVES
 
 ANSWER_TIMEOUT = 30.0  # from Pull to the answer (UpToDate, Refused or the bundle's offer)
-TRANSFER_IDLE_TIMEOUT = 120.0  # a bundle on its way, from its offer or its last progress
+# A bundle on its way, from its offer or its last progress. Progress comes every 100 ms while bytes
+# move; silence this long means the transfer is dead (a giver that restarted forgot it). Giving up is
+# cheap: the next pull gets the same bundle (same bytes, same SHA-256) and resumes the partial file.
+TRANSFER_IDLE_TIMEOUT = 20.0
 KEEP_BUNDLE_FOR = 3600.0  # the giver keeps an unacknowledged bundle so an interrupted transfer resumes
 RETRY_FIRST = 5.0
 RETRY_MAX = 600.0

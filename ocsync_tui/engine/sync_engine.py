@@ -473,12 +473,16 @@ class SyncEngine:
             elif isinstance(action, ex.DiscardBundle):
                 self._discard_bundle(state, action.path)
             elif isinstance(action, ex.CancelIncomingBundle):
+                # Forget the transfer without cancelling it: cancelling would delete what arrived, and
+                # the next pull gets the same bundle (same SHA-256), whose offer resumes this partial file.
                 for key, what in list(self._incoming.items()):
                     if key[0] == state.public_key and isinstance(what, messages.BundleMeta) and (
                             what.folder_id, what.request_id) == (action.folder_id, action.request_id):
-                        self.endpoint.cancel(*key)
                         self._incoming.pop(key, None)
-                        self._incoming_info.pop(key, None)
+                        info = self._incoming_info.pop(key, None)
+                        if info is not None:
+                            self._finish_transfer(state.name, what.folder_id, "in", info[0], "cancelled",
+                                                  "no progress; the next pull resumes it")
             elif isinstance(action, ex.ApplyBundle):
                 self._spawn(self._apply_bundle, state, action)
             elif isinstance(action, ex.DropReceivedBundle):
