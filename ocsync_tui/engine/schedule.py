@@ -6,13 +6,12 @@ crosses midnight when it ends before it starts (22:00–06:00). A window that en
 and `schedule clear` is how one says "always". No window at all (None) is always open too.
 A peer's own window replaces the global one for that peer.
 
-Times are wall-clock datetimes as the daemon's injectable clock gives them (naive local time), and the
-edges are computed in wall-clock terms; the scheduler wakes at an edge and asks `window_is_open`
-again, so a daylight-saving jump costs at most a late or early wake-up, never a wrong answer.
+The daemon asks `window_is_open` with the minute of the day its injectable clock gives (local time)
+once a second, so a daylight-saving jump or a clock moved by a test is seen at once.
 """
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 MINUTES_PER_DAY = 24 * 60
 
@@ -46,23 +45,3 @@ def window_is_open(window: Window | None, minute: int) -> bool:
 
 def effective_window(global_window: Window | None, peer_window: Window | None) -> Window | None:
     return peer_window if peer_window is not None else global_window
-
-
-def _next_time_at(minute: int, now: datetime) -> datetime:
-    """The first moment strictly after `now` whose wall clock reads `minute` (today or tomorrow)."""
-    candidate = now.replace(hour=minute // 60, minute=minute % 60, second=0, microsecond=0)
-    return candidate if candidate > now else candidate + timedelta(days=1)
-
-
-def next_opening(window: Window | None, now: datetime) -> datetime | None:
-    """When the window next opens after `now` (its next start); None if it never closes."""
-    if window is None or window.all_day:
-        return None
-    return _next_time_at(window.from_minute, now)
-
-
-def next_change(window: Window | None, now: datetime) -> datetime | None:
-    """The next moment after `now` when the window opens or closes; None if it never closes."""
-    if window is None or window.all_day:
-        return None
-    return min(_next_time_at(window.from_minute, now), _next_time_at(window.to_minute, now))
