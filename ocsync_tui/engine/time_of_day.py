@@ -11,14 +11,15 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from ocsync_tui.engine.schedule import minute_of_day
+
 TIME_OF_DAY_FILE_ENV = "OCSYNC_TIME_OF_DAY_FILE"
 
 MinuteSource = Callable[[], int]
 
 
 def system_minute_of_day() -> int:
-    now = datetime.datetime.now()
-    return now.hour * 60 + now.minute
+    return minute_of_day(datetime.datetime.now())
 
 
 def file_minute_of_day(path: Path) -> MinuteSource:
