@@ -414,6 +414,7 @@ class SyncEngine:
         if state is None or state.reachable:
             return
         state.reachable = True
+        log.info("peer %s is reachable", state.name)
         self.store.log_event("peer", "reachable", peer_name=state.name)
         self.emit_peer(state.name)
         if self.window_open(state.name):
@@ -424,6 +425,8 @@ class SyncEngine:
         if state is None or not state.reachable:
             return
         state.reachable = False
+        log.info("peer %s is not reachable", state.name)
+        self.store.log_event("peer", "not reachable", peer_name=state.name)
         self.emit_peer(state.name)
 
     def _on_introduced(self, event: net_events.IntroductionCompleted) -> None:
@@ -498,6 +501,7 @@ class SyncEngine:
             elif isinstance(action, ex.DropShare):
                 self._drop_share(state, action.folder_id)
             elif isinstance(action, ex.PullEnded):
+                log.info("pull of %s from %s: %s (%s)", action.folder_id, state.name, action.outcome, action.detail)
                 self.store.log_event("sync", f"pull {action.outcome}: {action.detail}",
                                      folder_id=action.folder_id, peer_name=state.name)
                 outcome = action.outcome.replace("-", "_")
