@@ -24,3 +24,12 @@ def git_fsck_strict(repo_path: Path) -> None:
         text=True,
     )
     assert result.returncode == 0, f"git fsck --strict failed:\n{result.stdout}{result.stderr}"
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):
+    """Real daemons on 127.0.0.1 (tests/e2e/daemons.py); every process ends with the test, and the
+    daemons' logs go to the teardown output, which pytest shows when a test fails."""
+    from tests.e2e.daemons import running_cluster
+
+    yield from running_cluster(tmp_path)

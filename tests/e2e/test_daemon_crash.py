@@ -13,18 +13,12 @@ from tests.e2e.daemons import (
     check_repository,
     commit_authors,
     pair,
-    running_cluster,
     share_folder,
     wait_converged,
     wait_until,
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def cluster(tmp_path: Path):
-    yield from running_cluster(tmp_path)
 
 
 def small_files(prefix: str, count: int) -> dict[str, bytes]:

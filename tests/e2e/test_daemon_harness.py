@@ -15,14 +15,8 @@ from tests.e2e.daemons import (
     conflict_copies,
     head,
     read_tree,
-    running_cluster,
     wait_converged,
 )
-
-
-@pytest.fixture
-def cluster(tmp_path: Path):
-    yield from running_cluster(tmp_path)
 
 
 def git(root: Path, *arguments: str) -> None:

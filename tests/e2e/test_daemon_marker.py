@@ -11,18 +11,12 @@ from tests.e2e.daemons import (
     assert_stays,
     pair,
     read_tree,
-    running_cluster,
     share_folder,
     wait_converged,
     wait_until,
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def cluster(tmp_path: Path):
-    yield from running_cluster(tmp_path)
 
 
 def test_a_missing_marker_stops_the_folder_sends_no_deletions_and_a_remount_resumes_it(cluster, tmp_path: Path) -> None:

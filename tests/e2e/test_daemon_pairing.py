@@ -4,22 +4,14 @@
 import time
 from pathlib import Path
 
-import pytest
-
 from ocsync_tui.store.database import open_store
 from tests.e2e.daemons import (
     LOOPBACK,
     check_repository,
-    running_cluster,
     wait_converged,
     wait_for_offer,
     wait_until,
 )
-
-
-@pytest.fixture
-def cluster(tmp_path: Path):
-    yield from running_cluster(tmp_path)
 
 
 def pending_key(device, peer_name: str) -> bytes | None:

@@ -1,18 +1,6 @@
 """`ocsync daemon` refuses clearly (one line, non-zero exit) a home that already has a running daemon
 and a UDP port that is taken; with `--port 0`, `ocsync status` shows the port it picked."""
 
-from pathlib import Path
-
-import pytest
-
-from tests.e2e.daemons import running_cluster
-
-
-@pytest.fixture
-def cluster(tmp_path: Path):
-    yield from running_cluster(tmp_path)
-
-
 def test_a_second_daemon_on_the_same_home_is_refused(cluster) -> None:
     alice = cluster.device("alice")
     second = alice.ocsync("daemon", "--port", "0", check=False, timeout=20)

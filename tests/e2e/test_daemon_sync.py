@@ -10,15 +10,9 @@ from tests.e2e.daemons import (
     check_repository,
     conflict_copies,
     pair,
-    running_cluster,
     share_folder,
     wait_converged,
 )
-
-
-@pytest.fixture
-def cluster(tmp_path: Path):
-    yield from running_cluster(tmp_path)
 
 
 def write(path: Path, content: bytes) -> None:

@@ -15,7 +15,6 @@ from tests.e2e.daemons import (
     check_repository,
     pair,
     read_tree,
-    running_cluster,
     share_folder,
     wait_converged,
     wait_until,
@@ -23,11 +22,6 @@ from tests.e2e.daemons import (
 
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def cluster(tmp_path: Path):
-    yield from running_cluster(tmp_path)
 
 
 # Keepalives, handshakes and path-MTU probes (up to ~64 KB datagrams on loopback) may cross a closed

@@ -9,12 +9,7 @@ import pytest
 import trio
 
 from ocsync_tui.control_client import open_daemon_connection
-from tests.e2e.daemons import pair, running_cluster, wait_converged
-
-
-@pytest.fixture
-def cluster(tmp_path: Path):
-    yield from running_cluster(tmp_path)
+from tests.e2e.daemons import pair, wait_converged
 
 
 async def collect_until(connection, seen: list[dict], done, timeout: float = 60) -> None:

@@ -3,14 +3,7 @@
 import shutil
 from pathlib import Path
 
-import pytest
-
-from tests.e2e.daemons import MARKER_NAME, pair, running_cluster, share_folder, wait_converged, wait_until
-
-
-@pytest.fixture
-def cluster(tmp_path: Path):
-    yield from running_cluster(tmp_path)
+from tests.e2e.daemons import MARKER_NAME, pair, share_folder, wait_converged, wait_until
 
 
 def test_a_remounted_folder_resumes_syncing(cluster, tmp_path: Path) -> None:

@@ -4,14 +4,7 @@ import os
 import time
 from pathlib import Path
 
-import pytest
-
-from tests.e2e.daemons import pair, running_cluster, share_folder, wait_converged, wait_for_offer
-
-
-@pytest.fixture
-def cluster(tmp_path: Path):
-    yield from running_cluster(tmp_path)
+from tests.e2e.daemons import pair, share_folder, wait_converged, wait_for_offer
 
 
 def test_a_peer_removed_mid_exchange_leaves_the_daemon_running(cluster, tmp_path: Path) -> None:
