@@ -261,11 +261,12 @@ class FolderFiles:
             if dir_fd is None:
                 changed.append(item.path)
                 continue
+            # read() opens the same parents, so the open chain, and dir_fd, stay as they are.
             if self.read(item.path) != item.seen:
-                _remove_if_present(temp_name(name), self._directory(parents, create=False))
+                _remove_if_present(temp_name(name), dir_fd)
                 changed.append(item.path)
                 continue
-            self._rename_into_place(item.path, self._directory(parents, create=False))
+            self._rename_into_place(item.path, dir_fd)
         return changed
 
     def _write_temp(self, relpath: bytes, entry: TreeFile, content: bytes, *, durable: bool) -> int:
