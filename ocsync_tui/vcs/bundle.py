@@ -11,7 +11,9 @@ API (stable):
   The bundle carries ``refs/heads/main`` and ``HEAD``, so ``git clone`` checks it out. Written to a
   temporary file in the output's directory, fsynced and renamed. When the receiver already has ``main``
   (empty difference) the bundle is still valid: no objects, with ``main``'s commit as its only
-  prerequisite, so the exchange handles "nothing new" like any other bundle and git accepts it.
+  prerequisite, so the exchange handles "nothing new" like any other bundle and git accepts it. With
+  ``since`` empty (a first sync) the bundle holds every object of the store, its pack entries copied
+  as they lie on disk (``stored_entries``), deltas included.
 - ``quarantined_import(folder, bundle_path)``: a context manager; call it under the folder lock. It
   reads a v2 or v3 (sha1) bundle, refuses anything else with ``BundleError``, raises
   ``MissingPrerequisites`` when this repository lacks a prerequisite commit, streams the pack into a
@@ -68,6 +70,7 @@ from ocsync_tui.vcs.pack import (
     remove_stale_leftovers,
     write_pack,
 )
+from ocsync_tui.vcs.stored_entries import StoredEntryError, write_all_objects
 
 MAIN_REF = b"refs/heads/main"
 QUARANTINE_PREFIX = "ocsync-quarantine-"
@@ -147,6 +150,8 @@ def _unreadable_history_message(folder_path: Path, reason: str) -> str:
 
 
 def _write_bundle(repo: Repo, head: bytes, excluded: list[bytes], out: Path) -> BundleInfo:
+    if not excluded:
+        return _write_full_bundle(repo, head, out)
     commits = _commits_to_send(repo.object_store, head, excluded)
     sent = {commit.id for commit in commits}
     boundary = sorted({parent for commit in commits for parent in commit.parents if parent not in sent})
@@ -157,13 +162,39 @@ def _write_bundle(repo: Repo, head: bytes, excluded: list[bytes], out: Path) -> 
     planned = _plan_objects(repo.object_store, commits, boundary, recent)
     object_count = len(commits) + len(planned)
     header = _bundle_header(repo.object_store, boundary, head)
-    written = _write_atomically(out, header, _pack_entries(repo.object_store, commits, planned, recent), object_count)
+    entries = _pack_entries(repo.object_store, commits, planned, recent)
+    written = _write_atomically(out, header, lambda pack_out: write_pack(pack_out, entries, object_count))
     return BundleInfo(
         commit_count=len(commits),
         object_count=object_count,
         size=written.size,
         sha256=written.sha256.hexdigest(),
         prerequisites=[commit_id.decode("ascii") for commit_id in boundary],
+        head=head.decode("ascii"),
+    )
+
+
+def _write_full_bundle(repo: Repo, head: bytes, out: Path) -> BundleInfo:
+    """Everything the store holds, its pack entries copied as they are (see stored_entries): the
+    receiver has nothing, so there is nothing to plan, and nothing needs inflating or deflating again."""
+    store = repo.object_store
+    header = _bundle_header(store, [], head)
+    counts = None
+
+    def write_pack_of_everything(pack_out: BinaryIO) -> None:
+        nonlocal counts
+        try:
+            counts = write_all_objects(store, pack_out, store.get_raw)
+        except StoredEntryError as error:
+            raise BundleError(str(error)) from error
+
+    written = _write_atomically(out, header, write_pack_of_everything)
+    return BundleInfo(
+        commit_count=counts.commits,
+        object_count=counts.objects,
+        size=written.size,
+        sha256=written.sha256.hexdigest(),
+        prerequisites=[],
         head=head.decode("ascii"),
     )
 
@@ -208,8 +239,8 @@ def _bundle_header(store, prerequisites: list[bytes], head: bytes) -> bytes:
     return bytes(header + head + b" " + MAIN_REF + b"\n" + head + b" HEAD\n\n")
 
 
-def _write_atomically(out: Path, header: bytes, entries: Iterator[PackEntry], object_count: int) -> "_HashingWriter":
-    """Header and pack into a temporary file beside `out`, fsynced, then renamed to `out`."""
+def _write_atomically(out: Path, header: bytes, write_pack_to: Callable[[BinaryIO], object]) -> "_HashingWriter":
+    """Header and pack (`write_pack_to(file)`) into a temporary file beside `out`, fsynced, then renamed to `out`."""
     try:
         fd, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     except OSError as error:
@@ -218,7 +249,7 @@ def _write_atomically(out: Path, header: bytes, entries: Iterator[PackEntry], ob
         with os.fdopen(fd, "wb") as raw_file:
             hashing = _HashingWriter(raw_file)
             hashing.write(header)
-            write_pack(hashing, entries, object_count)
+            write_pack_to(hashing)
             raw_file.flush()
             os.fsync(raw_file.fileno())
         os.replace(temporary, out)

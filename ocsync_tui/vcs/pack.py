@@ -37,7 +37,7 @@ import tempfile
 import time
 import zlib
 from contextlib import suppress
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from hashlib import sha1
 from typing import BinaryIO
@@ -118,19 +118,17 @@ def write_pack(out: BinaryIO, entries: Iterable[PackEntry], object_count: int) -
         _check_placement(entry, offsets, outside_bases)
         start = position
         if not _is_delta(entry):
-            header = pack_object_header(entry.type_num, None, len(entry.raw), SHA1)
-            payload = entry.raw
+            chunks = whole_entry_chunks(entry.type_num, entry.raw)
         elif entry.delta_base in offsets:
             header = pack_object_header(OFS_DELTA, start - offsets[entry.delta_base], len(entry.delta), SHA1)
-            payload = entry.delta
+            chunks = _entry_chunks(header, entry.delta)
         else:
             header = pack_object_header(REF_DELTA, hex_to_sha(entry.delta_base), len(entry.delta), SHA1)
-            payload = entry.delta
+            chunks = _entry_chunks(header, entry.delta)
             outside_bases.add(entry.delta_base)
-        compressor = zlib.compressobj(_compression_level(payload))
-        crc = emit(bytes(header))
-        crc = emit(compressor.compress(payload), crc)
-        crc = emit(compressor.flush(), crc)
+        crc = 0
+        for chunk in chunks:
+            crc = emit(chunk, crc)
         offsets[entry.sha] = start
         index_entries.append((hex_to_sha(entry.sha), start, crc))
     if len(index_entries) != object_count:
@@ -138,6 +136,18 @@ def write_pack(out: BinaryIO, entries: Iterable[PackEntry], object_count: int) -
     checksum = pack_hash.digest()
     out.write(checksum)
     return WrittenPack(checksum, index_entries)
+
+
+def whole_entry_chunks(type_num: int, raw: bytes) -> Iterator[bytes]:
+    """The bytes of a pack entry holding the object whole: its header, then its deflated content."""
+    return _entry_chunks(pack_object_header(type_num, None, len(raw), SHA1), raw)
+
+
+def _entry_chunks(header: bytearray, payload: bytes) -> Iterator[bytes]:
+    compressor = zlib.compressobj(_compression_level(payload))
+    yield bytes(header)
+    yield compressor.compress(payload)
+    yield compressor.flush()
 
 
 def _compression_level(payload: bytes) -> int:
