@@ -541,7 +541,9 @@ class SyncEngine:
             actions = state.exchange.bundle_failed_to_make(action.folder_id, action.request_id, "the folder is stopped", self._now())
         else:
             try:
-                info = await sync.write(lambda repo: bundle_for(repo, list(action.haves), out))
+                # Outgoing bundles are scratch, wiped at start and remade byte for byte on request: syncing
+                # them to disk would only make the peer wait (550 MB: 1.7 s here).
+                info = await sync.write(lambda repo: bundle_for(repo, list(action.haves), out, durable=False))
             except OcsyncError as error:
                 actions = state.exchange.bundle_failed_to_make(action.folder_id, action.request_id, str(error), self._now())
             else:

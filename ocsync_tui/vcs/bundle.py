@@ -17,8 +17,9 @@ API (stable):
 - ``quarantined_import(folder, bundle_path)``: a context manager; call it under the folder lock. It
   reads a v2 or v3 (sha1) bundle, refuses anything else with ``BundleError``, raises
   ``MissingPrerequisites`` when this repository lacks a prerequisite commit, streams the pack into a
-  quarantine object store (``.git/ocsync-quarantine-*``, lookups falling through to the main store),
-  completes thin deltas against the main store, verifies the pack checksum, every object (ids are
+  quarantine object store (``.git/ocsync-quarantine-*``, lookups falling through to the main store) in
+  one pass (``pack_indexer``; a large object is never held whole), completes thin deltas against the
+  main store, verifies the pack checksum, every object (ids are
   computed from content; an object twice in the completed pack means a delta loop and is refused;
   whatever dulwich raises on a broken pack becomes a ``BundleError``) and that the bundle's head
   (``refs/heads/main``, else ``HEAD``, else its only ref) and everything it reaches is present. It
@@ -29,6 +30,7 @@ API (stable):
   deleted by the next import.
 """
 
+import binascii
 import hashlib
 import os
 import shutil
@@ -45,17 +47,9 @@ from typing import BinaryIO, Protocol
 
 from dulwich.object_store import DiskObjectStore
 from dulwich.object_format import SHA1
-from dulwich.objects import S_ISGITLINK, Blob, Commit, ShaFile, Tree, parse_tree, sha_to_hex, valid_hexsha
+from dulwich.objects import S_ISGITLINK, Blob, Commit, Tree, parse_tree, sha_to_hex, valid_hexsha
 from dulwich.objectspec import AmbiguousShortId, parse_commit
-from dulwich.pack import (
-    PackData,
-    PackIndexer,
-    PackStreamCopier,
-    UnpackedObject,
-    apply_delta,
-    extend_pack,
-    write_pack_index_v2,
-)
+from dulwich.pack import apply_delta, extend_pack, write_pack_index_v2
 from dulwich.repo import Repo
 from dulwich.walk import ORDER_TOPO, Walker
 
@@ -70,6 +64,8 @@ from ocsync_tui.vcs.pack import (
     remove_stale_leftovers,
     write_pack,
 )
+from ocsync_tui.vcs.pack_indexer import PackIndexError, TruncatedPack, index_pack
+from ocsync_tui.vcs.pack_reader import PackReader
 from ocsync_tui.vcs.stored_entries import StoredEntryError, write_all_objects
 
 MAIN_REF = b"refs/heads/main"
@@ -134,24 +130,26 @@ class _PlannedObject:
     base: bytes | None  # the object at the same path in a parent commit, if of the same kind
 
 
-def create_bundle(folder: FolderLike, since: list[str], out: Path) -> BundleInfo:
-    """Write the commits on main that `since` lacks as a thin v2 bundle at `out`; see the module docstring."""
+def create_bundle(folder: FolderLike, since: list[str], out: Path, *, durable: bool = True) -> BundleInfo:
+    """Write the commits on main that `since` lacks as a thin v2 bundle at `out`; see the module docstring.
+
+    `durable=False` skips the fsyncs, for a bundle that is scratch (a crash loses nothing it can't remake)."""
     repo = folder.repo
     head = folder.head()
     if head is None:
         raise BundleError(f"{folder.path}: the folder has no commits yet, so there is nothing to bundle")
     excluded = [_resolve_revision(repo, revision) for revision in since]
     with _failures_as_bundle_error(partial(_unreadable_history_message, folder.path)):
-        return _write_bundle(repo, head, excluded, Path(out).absolute())
+        return _write_bundle(repo, head, excluded, Path(out).absolute(), durable)
 
 
 def _unreadable_history_message(folder_path: Path, reason: str) -> str:
     return f"{folder_path}: cannot read the folder's history ({reason}); run git fsck in the folder"
 
 
-def _write_bundle(repo: Repo, head: bytes, excluded: list[bytes], out: Path) -> BundleInfo:
+def _write_bundle(repo: Repo, head: bytes, excluded: list[bytes], out: Path, durable: bool) -> BundleInfo:
     if not excluded:
-        return _write_full_bundle(repo, head, out)
+        return _write_full_bundle(repo, head, out, durable)
     commits = _commits_to_send(repo.object_store, head, excluded)
     sent = {commit.id for commit in commits}
     boundary = sorted({parent for commit in commits for parent in commit.parents if parent not in sent})
@@ -163,7 +161,7 @@ def _write_bundle(repo: Repo, head: bytes, excluded: list[bytes], out: Path) -> 
     object_count = len(commits) + len(planned)
     header = _bundle_header(repo.object_store, boundary, head)
     entries = _pack_entries(repo.object_store, commits, planned, recent)
-    written = _write_atomically(out, header, lambda pack_out: write_pack(pack_out, entries, object_count))
+    written = _write_atomically(out, header, lambda pack_out: write_pack(pack_out, entries, object_count), durable)
     return BundleInfo(
         commit_count=len(commits),
         object_count=object_count,
@@ -174,7 +172,7 @@ def _write_bundle(repo: Repo, head: bytes, excluded: list[bytes], out: Path) -> 
     )
 
 
-def _write_full_bundle(repo: Repo, head: bytes, out: Path) -> BundleInfo:
+def _write_full_bundle(repo: Repo, head: bytes, out: Path, durable: bool) -> BundleInfo:
     """Everything the store holds, its pack entries copied as they are (see stored_entries): the
     receiver has nothing, so there is nothing to plan, and nothing needs inflating or deflating again."""
     store = repo.object_store
@@ -188,7 +186,7 @@ def _write_full_bundle(repo: Repo, head: bytes, out: Path) -> BundleInfo:
         except StoredEntryError as error:
             raise BundleError(str(error)) from error
 
-    written = _write_atomically(out, header, write_pack_of_everything)
+    written = _write_atomically(out, header, write_pack_of_everything, durable)
     return BundleInfo(
         commit_count=counts.commits,
         object_count=counts.objects,
@@ -239,8 +237,11 @@ def _bundle_header(store, prerequisites: list[bytes], head: bytes) -> bytes:
     return bytes(header + head + b" " + MAIN_REF + b"\n" + head + b" HEAD\n\n")
 
 
-def _write_atomically(out: Path, header: bytes, write_pack_to: Callable[[BinaryIO], object]) -> "_HashingWriter":
-    """Header and pack (`write_pack_to(file)`) into a temporary file beside `out`, fsynced, then renamed to `out`."""
+def _write_atomically(
+    out: Path, header: bytes, write_pack_to: Callable[[BinaryIO], object], durable: bool
+) -> "_HashingWriter":
+    """Header and pack (`write_pack_to(file)`) into a temporary file beside `out`, fsynced if `durable`,
+    then renamed to `out`."""
     try:
         fd, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     except OSError as error:
@@ -251,9 +252,11 @@ def _write_atomically(out: Path, header: bytes, write_pack_to: Callable[[BinaryI
             hashing.write(header)
             write_pack_to(hashing)
             raw_file.flush()
-            os.fsync(raw_file.fileno())
+            if durable:
+                os.fsync(raw_file.fileno())
         os.replace(temporary, out)
-        fsync_directory(out.parent)
+        if durable:
+            fsync_directory(out.parent)
     except BaseException as error:
         with suppress(FileNotFoundError):
             os.remove(temporary)
@@ -458,11 +461,11 @@ def quarantined_import(folder: FolderLike, bundle_path: Path) -> Iterator[Import
         try:
             objects_dir = quarantine / "objects"
             (objects_dir / "pack").mkdir(parents=True)
-            store = DiskObjectStore(str(objects_dir), alternates=[str(git_dir / "objects")])
+            store = _QuarantineStore(str(objects_dir), alternates=[str(git_dir / "objects")])
             try:
                 # Disk errors stay OSErrors: they say nothing about the bundle.
                 with _failures_as_bundle_error(partial(_corrupt_pack_message, bundle_path), passed=(OSError,)):
-                    received = _receive_pack(store, bundle_file, bundle_path)
+                    received = _receive_pack(store, bundle_file, bundle_path, main_store)
                     new_commits = _verify_reachable(store, received, main_store, head, bundle_path)
                 yield ImportedBundle(head, prerequisites, store, new_commits)
             finally:
@@ -524,70 +527,60 @@ def _is_commit(store, sha: bytes) -> bool:
     return type_num == Commit.type_num
 
 
-class _Truncated(Exception):
-    pass
-
-
-class _ParsingIndexer(PackIndexer):
-    """Index entries for a pack, parsing each object on the way as dulwich reads it.
-
-    dulwich's add_thin_pack resolves every delta of the pack once more after indexing it, only to parse
-    each object (a tree with a garbage mode is refused there); parsing each object as it is indexed
-    refuses the same objects and saves a third of the import.
-    """
-
-    def _result(self, unpacked: UnpackedObject) -> tuple[bytes, int, int]:
-        # A blob has nothing to parse, and a Tree's parsing is parse_tree plus a dict of no use here.
-        if unpacked.obj_type_num == Tree.type_num:
-            parse_tree(b"".join(unpacked.obj_chunks), SHA1.oid_length)
-        elif unpacked.obj_type_num != Blob.type_num:
-            ShaFile.from_raw_chunks(unpacked.obj_type_num, unpacked.obj_chunks)
-        return super()._result(unpacked)
-
-
-def _receive_pack(store: DiskObjectStore, bundle_file: BinaryIO, bundle_path: Path) -> set[bytes]:
+def _receive_pack(store: "_QuarantineStore", bundle_file: BinaryIO, bundle_path: Path, main_store) -> set[bytes]:
     """Copy, check, index and complete the bundle's pack inside the quarantine store; the ids it holds.
 
-    What add_thin_pack does, with dulwich's own pieces (the checksum, every object inflated and
-    parsed, thin deltas completed from the main store), but with the parsing done while indexing.
+    One pass (pack_indexer): the checksum, every object inflated, resolved and parsed; then the thin
+    deltas' outside bases from the main store appended, as git's index-pack --fix-thin does.
     """
-
-    def read_all(size: int) -> bytes:
-        data = bundle_file.read(size)
-        if len(data) < size:
-            raise _Truncated
-        return data
-
-    def read_some(size: int) -> bytes:
-        data = bundle_file.read(size)
-        if not data:
-            raise _Truncated
-        return data
-
     fd, temporary = tempfile.mkstemp(dir=store.pack_dir, prefix="tmp_pack_")
-    with os.fdopen(fd, "w+b") as pack_file:
-        indexer = _ParsingIndexer(pack_file, SHA1.hash_func, resolve_ext_ref=store.get_raw)
+    os.close(fd)
+    with open(temporary, "w+b", buffering=0) as pack_file:
         try:
-            PackStreamCopier(SHA1.hash_func, read_all, read_some, pack_file, delta_iter=indexer).verify()
-        except _Truncated as error:
+            indexed = index_pack(bundle_file.read, pack_file, main_store.get_raw)
+        except TruncatedPack as error:
             raise BundleError(f"{bundle_path}: the bundle is truncated; fetch it again") from error
-        if bundle_file.read(1):
-            raise BundleError(f"{bundle_path}: unexpected data after the bundle's pack; fetch it again")
-        pack_file.flush()
-        pack_file.seek(0)
-        with PackData(temporary, file=pack_file, object_format=SHA1) as data:
-            indexer.set_pack_data(data)
-            entries = list(indexer)
-            outside_bases = set(indexer.ext_refs())
-        checksum, appended = extend_pack(pack_file, outside_bases, get_raw=store.get_raw, object_format=SHA1)
-    entries = sorted(entries + appended)
+        except PackIndexError as error:
+            raise BundleError(_corrupt_pack_message(bundle_path, str(error))) from error
+        entries, checksum = indexed.entries, indexed.checksum
+        if indexed.outside_bases:
+            checksum, appended = extend_pack(pack_file, indexed.outside_bases, get_raw=main_store.get_raw,
+                                             object_format=SHA1)
+            entries = entries + appended
+    entries.sort()
     ids = _ids_once_each([sha_to_hex(entry[0]) for entry in entries], bundle_path)
     name = os.path.join(store.pack_dir, "pack-" + checksum.hex())
     os.replace(temporary, name + ".pack")
     with open(name + ".idx", "wb") as index_file:
         write_pack_index_v2(index_file, entries, checksum)
     store.packs  # noqa: B018 -- the property rescans the pack directory, so lookups see the new pack
+    store.read_through(name + ".pack", {entry[0]: entry[1] for entry in entries})
     return ids
+
+
+class _QuarantineStore(DiskObjectStore):
+    """The quarantine: its pack read through a PackReader (delta bases cached, so walking every tree
+    version of a history applies one delta each), anything else through dulwich and the main store."""
+
+    _reader: PackReader | None = None
+
+    def read_through(self, pack_path: str, offsets: dict[bytes, int]) -> None:
+        self._reader = PackReader(pack_path, offsets, self._outside)
+
+    def _outside(self, sha: bytes) -> tuple[int, bytes]:
+        return super().get_raw(sha)
+
+    def get_raw(self, name: bytes) -> tuple[int, bytes]:
+        if self._reader is not None:
+            binary = name if len(name) == 20 else binascii.unhexlify(name)
+            if binary in self._reader:
+                return self._reader.get_raw(binary)
+        return super().get_raw(name)
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+        super().close()
 
 
 @contextmanager

@@ -23,6 +23,7 @@ import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from dulwich.objects import Blob, object_header
 from ocsync_tui.errors import OcsyncError
 from ocsync_tui.vcs.disk_naming import CASE_SENSITIVE, DiskNaming
 from ocsync_tui.vcs.pack import object_id
+from ocsync_tui.vcs.pack_reader import StoreObjects
 
 FILE_MODE = 0o100644
 EXECUTABLE_MODE = 0o100755
@@ -235,13 +237,13 @@ class FolderFiles:
             return TreeFile(mode, _BEING_WRITTEN)
         return TreeFile(mode, hasher.hexdigest().encode("ascii"))
 
-    def write(self, relpath: bytes, entry: TreeFile, content: bytes) -> None:
-        """Replace whatever file or symlink is at `relpath` by `content` (a symlink's target for
+    def write(self, relpath: bytes, entry: TreeFile, content: Iterable[bytes]) -> None:
+        """Replace whatever file or symlink is at `relpath` by `content` (in pieces; a symlink's target for
         SYMLINK_MODE), creating parent directories; through a temp file, fsync and rename."""
         dir_fd = self._write_temp(relpath, entry, content, durable=True)
         self._rename_into_place(relpath, dir_fd)
 
-    def stage(self, relpath: bytes, entry: TreeFile, content: bytes, seen: DiskState) -> None:
+    def stage(self, relpath: bytes, entry: TreeFile, content: Iterable[bytes], seen: DiskState) -> None:
         """Write `content` to a temp file beside `relpath`; `finish_staged` makes it durable and puts it
         in place if the disk still holds `seen` there."""
         self._write_temp(relpath, entry, content, durable=False)
@@ -269,7 +271,7 @@ class FolderFiles:
             self._rename_into_place(item.path, dir_fd)
         return changed
 
-    def _write_temp(self, relpath: bytes, entry: TreeFile, content: bytes, *, durable: bool) -> int:
+    def _write_temp(self, relpath: bytes, entry: TreeFile, content: Iterable[bytes], *, durable: bool) -> int:
         parents, name = _split(relpath)
         dir_fd = self._directory(parents, create=True)
         if dir_fd is None:
@@ -277,14 +279,15 @@ class FolderFiles:
         temp = temp_name(name)
         _remove_if_present(temp, dir_fd)
         if entry.mode == SYMLINK_MODE:
-            os.symlink(content, temp, dir_fd=dir_fd)
+            os.symlink(b"".join(content), temp, dir_fd=dir_fd)
         else:
             file_mode = 0o777 if entry.mode == EXECUTABLE_MODE else 0o666
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, file_mode, dir_fd=dir_fd)
             try:
-                view = memoryview(content)
-                while view:
-                    view = view[os.write(fd, view) :]
+                for piece in content:
+                    view = memoryview(piece)
+                    while view:
+                        view = view[os.write(fd, view) :]
                 if durable:
                     os.fsync(fd)
             finally:
@@ -421,7 +424,8 @@ def checkout_changes(
     paths = sorted(set(paths))
     collisions = collisions_on_disk(new_files, old_files, naming)
     deletions = sorted((p for p in paths if p not in new_files), key=lambda p: -p.count(b"/"))
-    with FolderFiles(root) as files:
+    objects = StoreObjects(store)
+    with FolderFiles(root) as files, closing(objects):
         current = b""
         try:
             for current in paths:
@@ -433,15 +437,15 @@ def checkout_changes(
                 on_disk = files.read(current) if blocked_at is None else BLOCKED
                 if on_disk is BLOCKED:
                     moved = current.count(b"/") if blocked_at is None else blocked_at
-                    _write_conflict_copy(files, store, current, moved, conflict_copy_names, new_files, result)
-                elif not _write(files, store, current, new_files[current], old_files.get(current), on_disk, result):
-                    _keep_local(files, store, current, conflict_copy_names, new_files, result)
+                    _write_conflict_copy(files, objects, current, moved, conflict_copy_names, new_files, result)
+                elif not _write(files, objects, current, new_files[current], old_files.get(current), on_disk, result):
+                    _keep_local(files, objects, current, conflict_copy_names, new_files, result)
             current = b""
             for current in files.finish_staged():
                 # The user wrote the file while the batch was being written: theirs stays.
                 result.written.remove(current)
                 result.settled.remove(current)
-                _keep_local(files, store, current, conflict_copy_names, new_files, result)
+                _keep_local(files, objects, current, conflict_copy_names, new_files, result)
             current = b""
             files.sync_touched_directories()
         except OSError as error:
@@ -454,7 +458,7 @@ def checkout_changes(
 
 def _keep_local(
     files: FolderFiles,
-    store: BaseObjectStore,
+    objects: StoreObjects,
     path: bytes,
     conflict_copy_names: ConflictCopyNames,
     new_files: Mapping[bytes, TreeFile],
@@ -463,7 +467,7 @@ def _keep_local(
     """The user changed the file since the last commit: theirs stays, the new version becomes a
     conflict copy beside it, so neither is lost."""
     result.kept_local.append(path)
-    _write_conflict_copy(files, store, path, path.count(b"/"), conflict_copy_names, new_files, result)
+    _write_conflict_copy(files, objects, path, path.count(b"/"), conflict_copy_names, new_files, result)
 
 
 def _delete(files: FolderFiles, path: bytes, old: TreeFile | None, result: CheckoutResult) -> None:
@@ -480,7 +484,7 @@ def _delete(files: FolderFiles, path: bytes, old: TreeFile | None, result: Check
 
 def _write(
     files: FolderFiles,
-    store: BaseObjectStore,
+    objects: StoreObjects,
     path: bytes,
     wanted: TreeFile,
     old: TreeFile | None,
@@ -491,7 +495,7 @@ def _write(
     if on_disk == wanted:
         result.settled.append(path)
     elif on_disk is None or on_disk == old:
-        files.stage(path, wanted, store[wanted.sha].as_raw_string(), on_disk)
+        files.stage(path, wanted, objects.chunks(wanted.sha), on_disk)
         result.written.append(path)
         result.settled.append(path)
     else:
@@ -501,7 +505,7 @@ def _write(
 
 def _write_conflict_copy(
     files: FolderFiles,
-    store: BaseObjectStore,
+    objects: StoreObjects,
     path: bytes,
     component: int,
     conflict_copy_names: ConflictCopyNames,
@@ -517,7 +521,7 @@ def _write_conflict_copy(
             result.relocated[path] = candidate
             return
         if on_disk is None:
-            files.write(candidate, wanted, store[wanted.sha].as_raw_string())
+            files.write(candidate, wanted, objects.chunks(wanted.sha))
             result.written.append(candidate)
             result.relocated[path] = candidate
             return

@@ -23,7 +23,7 @@ from ocsync_tui.vcs.commit_builder import BLOB_TYPE, PathConflict, TreeBuilder, 
 from ocsync_tui.vcs.ignore import IgnoreRules
 from ocsync_tui.vcs.pack import add_entries_to_store
 from ocsync_tui.vcs.paths import FOLDER_MARKER
-from ocsync_tui.vcs.scan import Candidate, ReadFile, read_candidate, shown, walk_folder
+from ocsync_tui.vcs.scan import Candidate, HashedFile, ReadFile, hash_candidate, read_candidate, shown, walk_folder
 from ocsync_tui.vcs.statcache import (
     StatCache,
     load_stat_cache,
@@ -301,8 +301,8 @@ def refresh_after_checkout(folder: "FolderRepo", tree_id: bytes | None, relpaths
         if entry is None:
             continue
         mode, blob = mode_of(entry[0]), entry[1]
-        read = read_candidate(folder.path, Candidate(relpath, mode))
-        if isinstance(read, ReadFile) and read.git_mode == mode and hash_object(BLOB_TYPE, read.data) == blob:
+        read = hash_candidate(folder.path, Candidate(relpath, mode))
+        if isinstance(read, HashedFile) and read.git_mode == mode and read.blob == blob:
             cache.entries[relpath] = (read.stat, blob)
             verified.add(relpath)
     smudge_unverified(cache, verified)

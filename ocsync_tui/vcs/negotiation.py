@@ -82,16 +82,16 @@ def _commits_we_have(folder: FolderLike, candidates: list[str]) -> list[str]:
     return known
 
 
-def bundle_for(folder: FolderLike, puller_haves: list[str], out: Path) -> BundleInfo | None:
+def bundle_for(folder: FolderLike, puller_haves: list[str], out: Path, *, durable: bool = True) -> BundleInfo | None:
     """Write at `out` the bundle of what the puller lacks; None (no file) when it has our head already,
-    or when we have no commit at all. Raises BundleError as create_bundle does."""
+    or when we have no commit at all. Raises BundleError as create_bundle does (`durable` too)."""
     head = folder.head()
     if head is None:
         return None
     common = _commits_we_have(folder, puller_haves)
     if head.decode("ascii") in common:
         return None
-    info = create_bundle(folder, common, out)
+    info = create_bundle(folder, common, out, durable=durable)
     if info.commit_count == 0:
         # Our head is an ancestor of something the puller has: nothing to send.
         os.remove(out)

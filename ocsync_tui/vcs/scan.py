@@ -8,8 +8,10 @@ A directory the walk cannot list makes its tracked files unknown, never deleted.
 """
 
 import errno
+import hashlib
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ocsync_tui.vcs.checkout import is_temp_name
@@ -25,6 +27,7 @@ from ocsync_tui.vcs.paths import (
 from ocsync_tui.vcs.statcache import StatCache, rows_blob, stat_bytes
 
 _MARKER = os.fsencode(FOLDER_MARKER)
+_HASHED_PIECE = 1 << 20
 _GIT_DIR_NAMES = frozenset({b".git", b"git~1"})
 
 
@@ -50,6 +53,20 @@ class ReadFile:
     git_mode: int
     data: bytes
     stat: bytes
+
+
+@dataclass(frozen=True)
+class HashedFile:
+    """A stable read that kept only the content's binary blob id, and the stat bytes to cache for it."""
+
+    git_mode: int
+    blob: bytes
+    stat: bytes
+
+
+def blob_hasher(size: int):
+    """A SHA-1 primed with git's header for a blob of `size` bytes: feed it the content."""
+    return hashlib.sha1(b"blob %d\0" % size)
 
 
 def git_mode_of(st_mode: int) -> int | None:
@@ -312,29 +329,73 @@ _BEING_WRITTEN = "is being written (it changed while it was read); it will be co
 
 
 def _read_regular(path: bytes) -> ReadFile | str:
+    chunks: list[bytes] = []
+    read = _stable_read(path, chunks.append, piece_limit=None)
+    if isinstance(read, str):
+        return read
+    git_mode, before = read
+    data = b"".join(chunks) if len(chunks) != 1 else chunks[0]
+    return ReadFile(git_mode, data, stat_bytes(before, git_mode))
+
+
+def _stable_read(
+    path: bytes, consume: Callable[[bytes], object], piece_limit: int | None
+) -> tuple[int, os.stat_result] | str:
+    """Feed the regular file's content to `consume` between two stats (in pieces of at most
+    `piece_limit` bytes; None: the whole file in one read): its git mode and first stat, or why the read
+    does not count."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         before = os.fstat(fd)
         git_mode = git_mode_of(before.st_mode)
         if git_mode is None or git_mode == SYMLINK_MODE:
             return "changed while being read; it will be committed once it settles"
-        chunks = []
+        size = 0
         remaining = before.st_size
         while True:
-            chunk = os.read(fd, max(remaining + 1, 65536))
+            wanted = max(remaining + 1, 65536)
+            chunk = os.read(fd, wanted if piece_limit is None else min(wanted, piece_limit))
             if not chunk:
                 break
-            chunks.append(chunk)
+            consume(chunk)
+            size += len(chunk)
             remaining -= len(chunk)
         after = os.fstat(fd)
     finally:
         os.close(fd)
-    data = b"".join(chunks) if len(chunks) != 1 else chunks[0]
-    if len(data) != before.st_size or not _same_version(before, after):
+    if size != before.st_size or not _same_version(before, after):
         return _BEING_WRITTEN
     # A file renamed over this one meanwhile is not a torn read: what we read is whole, and the stat we
     # record names its inode, so the next scan reads the new one.
-    return ReadFile(git_mode, data, stat_bytes(before, git_mode))
+    return git_mode, before
+
+
+def hash_candidate(root: str | os.PathLike[str], candidate: Candidate) -> HashedFile | str:
+    """Like read_candidate, but only the content's blob id is kept: the file is read a piece at a time."""
+    path = os.fsencode(root) + b"/" + candidate.relpath
+    try:
+        if candidate.git_mode == SYMLINK_MODE:
+            read = _read_symlink(path)
+            if isinstance(read, str):
+                return read
+            hasher = blob_hasher(len(read.data))
+            hasher.update(read.data)
+            return HashedFile(read.git_mode, hasher.digest(), read.stat)
+        size = os.lstat(path).st_size
+        hasher = blob_hasher(size)
+        stable = _stable_read(path, hasher.update, piece_limit=_HASHED_PIECE)
+    except FileNotFoundError:
+        return "vanished during the scan"
+    except OSError as error:
+        if error.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.ENOTDIR):
+            return "changed while being read; it will be committed once it settles"
+        return f"cannot be read ({error.strerror})"
+    if isinstance(stable, str):
+        return stable
+    git_mode, before = stable
+    if before.st_size != size:
+        return _BEING_WRITTEN
+    return HashedFile(git_mode, hasher.digest(), stat_bytes(before, git_mode))
 
 
 def _read_symlink(path: bytes) -> ReadFile | str:

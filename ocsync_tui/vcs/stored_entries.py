@@ -23,17 +23,15 @@ from hashlib import sha1
 from typing import BinaryIO, Callable
 
 from dulwich.object_format import SHA1
-from dulwich.pack import OFS_DELTA, REF_DELTA, load_pack_index, pack_header_chunks, pack_object_header
+from dulwich.pack import OFS_DELTA, load_pack_index, pack_header_chunks, pack_object_header
 
 from ocsync_tui.errors import OcsyncError
 from ocsync_tui.vcs.pack import whole_entry_chunks
+from ocsync_tui.vcs.pack_reader import LONGEST_ENTRY_HEADER, read_entry_header
 
 _CHUNK = 1 << 20
 _COMMIT_TYPE = 1
 _SHA_LENGTH = 20
-# An entry header is a type-and-size varint (at most 10 bytes for a 64-bit size) and, for a delta,
-# an offset varint (at most 10 bytes) or a 20-byte base id.
-_LONGEST_HEADER = 32
 
 
 class StoredEntryError(OcsyncError):
@@ -66,31 +64,6 @@ def _store_packs(pack_dir: str) -> list[_StorePack]:
             index.close()
         packs.append((os.stat(pack_path).st_mtime_ns, name, _StorePack(pack_path, entries, os.path.getsize(pack_path) - _SHA_LENGTH)))
     return [pack for _, _, pack in sorted(packs)]
-
-
-def _parse_header(head: bytes) -> tuple[int, int, int, int | bytes | None]:
-    """(type, inflated size, header length, base) of a pack entry header: base is an OFS_DELTA's
-    distance back or a REF_DELTA's binary base id."""
-    byte = head[0]
-    type_num, size, shift, position = (byte >> 4) & 7, byte & 15, 4, 1
-    while byte & 0x80:
-        byte = head[position]
-        size |= (byte & 0x7F) << shift
-        shift += 7
-        position += 1
-    base: int | bytes | None = None
-    if type_num == OFS_DELTA:
-        byte = head[position]
-        position += 1
-        base = byte & 0x7F
-        while byte & 0x80:
-            byte = head[position]
-            position += 1
-            base = ((base + 1) << 7) | (byte & 0x7F)
-    elif type_num == REF_DELTA:
-        base = bytes(head[position : position + _SHA_LENGTH])
-        position += _SHA_LENGTH
-    return type_num, size, position, base
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,9 +117,9 @@ def _copy_pack(pack: _StorePack, output: _PackOutput, written: dict[bytes, int],
             if sha in written:
                 continue
             start = output.position
-            head = os.pread(fd, min(_LONGEST_HEADER, end - offset), offset)
+            head = os.pread(fd, min(LONGEST_ENTRY_HEADER, end - offset), offset)
             try:
-                type_num, size, header_length, base = _parse_header(head)
+                type_num, size, header_length, base = read_entry_header(head)
             except IndexError:
                 raise _damaged(pack.path, offset) from None
             commits += type_num == _COMMIT_TYPE

@@ -269,8 +269,8 @@ def test_a_file_written_by_the_user_during_a_batch_is_kept_and_the_staged_versio
     (root / "edited.txt").write_bytes(b"old")
     with FolderFiles(root) as files:
         seen = files.read(b"edited.txt")
-        files.stage(b"edited.txt", TreeFile(FILE_MODE, b"0" * 40), b"incoming", seen)
-        files.stage(b"new.txt", TreeFile(FILE_MODE, b"1" * 40), b"fresh", None)
+        files.stage(b"edited.txt", TreeFile(FILE_MODE, b"0" * 40), [b"incoming"], seen)
+        files.stage(b"new.txt", TreeFile(FILE_MODE, b"1" * 40), [b"fresh"], None)
         (root / "edited.txt").write_bytes(b"the user's edit, made while the batch was written")
         assert files.finish_staged() == [b"edited.txt"]
     assert (root / "edited.txt").read_bytes() == b"the user's edit, made while the batch was written"
