@@ -557,7 +557,9 @@ class SyncEngine:
     async def _send_bundle(self, state: _PeerState, action: ex.SendBundle) -> None:
         if state.public_key not in self.peers or not action.path.exists():
             return
-        transfer_id = await self.endpoint.send_blob(state.public_key, action.path, name=action.name, kind=BUNDLE_KIND)
+        known = self._bundle_sha256.get(action.path)  # computed as it was written: no second read of it all
+        transfer_id = await self.endpoint.send_blob(state.public_key, action.path, name=action.name, kind=BUNDLE_KIND,
+                                                    sha256=bytes.fromhex(known) if known else None)
         self._outgoing_bundles[(state.public_key, transfer_id)] = (action.path, action.folder_id)
         meta = messages.decode_bundle_meta(action.name)
         self.emit("sync", folder=action.folder_id, peer=state.name, direction="push", outcome="sent",
@@ -578,7 +580,8 @@ class SyncEngine:
             if sync is None or sync.stopped:
                 raise OcsyncError("the folder is stopped")
             report = await sync.write(
-                lambda repo: apply_bundle(repo, self.identity, action.path, peer_name=peer_ref_name)
+                # The received bundle is deleted afterwards in any case, so its pack may become the store's.
+                lambda repo: apply_bundle(repo, self.identity, action.path, peer_name=peer_ref_name, consume=True)
             )
         except MissingPrerequisites as error:
             actions = state.exchange.apply_failed(action.folder_id, True, self._now(), str(error))

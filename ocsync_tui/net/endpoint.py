@@ -114,14 +114,15 @@ class Endpoint:
         self._wake()
 
     async def send_blob(self, public_key: bytes, source: Path | bytes | BlobSource, *, name: str = "",
-                        kind: str = "") -> int:
+                        kind: str = "", sha256: bytes | None = None) -> int:
         """Offer a blob (a file, bytes, or a ready BlobSource) to a peer; returns the transfer id.
 
-        Hashing a file runs in a worker thread. Progress and the outcome come as events."""
+        A file's SHA-256 is computed in a worker thread unless its writer passes it (`sha256`). Progress
+        and the outcome come as events."""
         link = self._link(public_key)
         opened: FileBlobSource | None = None
         if isinstance(source, Path):
-            opened = await trio.to_thread.run_sync(partial(FileBlobSource, source, name=name, kind=kind))
+            opened = await trio.to_thread.run_sync(partial(FileBlobSource, source, sha256, name=name, kind=kind))
             source = opened
         elif isinstance(source, bytes):
             source = BytesBlobSource(source, name=name, kind=kind)

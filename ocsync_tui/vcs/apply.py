@@ -114,12 +114,14 @@ def apply_bundle(
     *,
     peer_name: str = "manual",
     disk_naming: DiskNaming | None = None,
+    consume: bool = False,
 ) -> ApplyReport:
     """Import `bundle_path` into `folder` and merge its head into main. Call under the folder lock.
 
-    `disk_naming` overrides the probe of which names this disk treats as one (tests force folding)."""
+    `disk_naming` overrides the probe of which names this disk treats as one (tests force folding);
+    `consume` lets the import use the bundle file up (see quarantined_import)."""
     ref = peer_ref(peer_name)
-    with quarantined_import(folder, bundle_path) as imported:
+    with quarantined_import(folder, bundle_path, consume=consume) as imported:
         validate_commit_trees(imported.object_store, imported.new_commits)
         theirs = imported.head
     folder.repo.refs[ref] = theirs

@@ -13,8 +13,11 @@ API (stable):
   (empty difference) the bundle is still valid: no objects, with ``main``'s commit as its only
   prerequisite, so the exchange handles "nothing new" like any other bundle and git accepts it. With
   ``since`` empty (a first sync) the bundle holds every object of the store, its pack entries copied
-  as they lie on disk (``stored_entries``), deltas included.
-- ``quarantined_import(folder, bundle_path)``: a context manager; call it under the folder lock. It
+  as they lie on disk (``stored_entries``), deltas included, after a header padded to end on a 4 KiB
+  boundary (``aligned_bundles``).
+- ``quarantined_import(folder, bundle_path, consume=False)``: a context manager; call it under the
+  folder lock. With ``consume`` the bundle file may be used up (an aligned pack is cut out of it in
+  place, ``aligned_bundles``). It
   reads a v2 or v3 (sha1) bundle, refuses anything else with ``BundleError``, raises
   ``MissingPrerequisites`` when this repository lacks a prerequisite commit, streams the pack into a
   quarantine object store (``.git/ocsync-quarantine-*``, lookups falling through to the main store) in
@@ -54,6 +57,7 @@ from dulwich.repo import Repo
 from dulwich.walk import ORDER_TOPO, Walker
 
 from ocsync_tui.errors import OcsyncError
+from ocsync_tui.vcs.aligned_bundles import align_header, take_pack_in_place
 from ocsync_tui.vcs.delta import create_delta
 from ocsync_tui.vcs.incoming_trees import commit_links
 from ocsync_tui.vcs.pack import (
@@ -176,7 +180,7 @@ def _write_full_bundle(repo: Repo, head: bytes, out: Path, durable: bool) -> Bun
     """Everything the store holds, its pack entries copied as they are (see stored_entries): the
     receiver has nothing, so there is nothing to plan, and nothing needs inflating or deflating again."""
     store = repo.object_store
-    header = _bundle_header(store, [], head)
+    header = align_header(_bundle_header(store, [], head), head)
     counts = None
 
     def write_pack_of_everything(pack_out: BinaryIO) -> None:
@@ -440,8 +444,9 @@ class _HashingWriter:
 
 
 @contextmanager
-def quarantined_import(folder: FolderLike, bundle_path: Path) -> Iterator[ImportedBundle]:
-    """Import a bundle's objects into a quarantine; see the module docstring."""
+def quarantined_import(folder: FolderLike, bundle_path: Path, *, consume: bool = False) -> Iterator[ImportedBundle]:
+    """Import a bundle's objects into a quarantine; see the module docstring. With `consume`, the
+    bundle file may be used up (its pack moved into the store): for a received bundle that goes anyway."""
     bundle_path = Path(bundle_path)
     git_dir = Path(folder.git_dir)
     main_store = folder.repo.object_store
@@ -465,7 +470,7 @@ def quarantined_import(folder: FolderLike, bundle_path: Path) -> Iterator[Import
             try:
                 # Disk errors stay OSErrors: they say nothing about the bundle.
                 with _failures_as_bundle_error(partial(_corrupt_pack_message, bundle_path), passed=(OSError,)):
-                    received = _receive_pack(store, bundle_file, bundle_path, main_store)
+                    received = _receive_pack(store, bundle_file, bundle_path, main_store, consume)
                     new_commits = _verify_reachable(store, received, main_store, head, bundle_path)
                 yield ImportedBundle(head, prerequisites, store, new_commits)
             finally:
@@ -527,17 +532,28 @@ def _is_commit(store, sha: bytes) -> bool:
     return type_num == Commit.type_num
 
 
-def _receive_pack(store: "_QuarantineStore", bundle_file: BinaryIO, bundle_path: Path, main_store) -> set[bytes]:
-    """Copy, check, index and complete the bundle's pack inside the quarantine store; the ids it holds.
+def _receive_pack(
+    store: "_QuarantineStore", bundle_file: BinaryIO, bundle_path: Path, main_store, consume: bool
+) -> set[bytes]:
+    """Check, index and complete the bundle's pack inside the quarantine store; the ids it holds.
 
     One pass (pack_indexer): the checksum, every object inflated, resolved and parsed; then the thin
-    deltas' outside bases from the main store appended, as git's index-pack --fix-thin does.
+    deltas' outside bases from the main store appended, as git's index-pack --fix-thin does. A bundle
+    to `consume` whose pack is block-aligned becomes the pack file itself (aligned_bundles); any other
+    is copied.
     """
-    fd, temporary = tempfile.mkstemp(dir=store.pack_dir, prefix="tmp_pack_")
-    os.close(fd)
-    with open(temporary, "w+b", buffering=0) as pack_file:
+    in_place = take_pack_in_place(bundle_path, bundle_file.tell(), store.pack_dir) if consume else None
+    if in_place is not None:
+        bundle_file.close()  # its offsets moved with the cut; the pack file is read from its start
+        temporary, mode = in_place, "r+b"
+    else:
+        fd, temporary = tempfile.mkstemp(dir=store.pack_dir, prefix="tmp_pack_")
+        os.close(fd)
+        mode = "w+b"
+    with open(temporary, mode, buffering=0) as pack_file:
+        read = pack_file.read if in_place is not None else bundle_file.read
         try:
-            indexed = index_pack(bundle_file.read, pack_file, main_store.get_raw)
+            indexed = index_pack(read, pack_file, main_store.get_raw, in_place=in_place is not None)
         except TruncatedPack as error:
             raise BundleError(f"{bundle_path}: the bundle is truncated; fetch it again") from error
         except PackIndexError as error:

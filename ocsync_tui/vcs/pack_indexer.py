@@ -13,7 +13,8 @@ API (stable):
 - ``index_pack(read, pack_file, resolve_outside) -> IndexedPack``: ``read(n)`` returns up to n bytes of
   the pack stream (b"" at its end); ``pack_file`` is an unbuffered binary file opened for writing and
   reading (``open(path, "w+b", buffering=0)``) whose path PackReader may open; ``resolve_outside(
-  binary_id) -> (type_num, raw)`` serves REF_DELTA bases not in the pack (KeyError if unknown). Returns the
+  binary_id) -> (type_num, raw)`` serves REF_DELTA bases not in the pack (KeyError if unknown). With
+  ``in_place=True`` the stream is ``pack_file`` itself, read from its start, and nothing is written. Returns the
   index entries (binary id, offset, CRC-32), the pack checksum and the outside bases used. The stream
   must end right after the pack. Raises ``PackIndexError`` for anything that is not a sound pack
   (truncated: ``TruncatedPack``), an object twice included; parsing errors of dulwich
@@ -95,14 +96,15 @@ class _Input:
 class _Output:
     """The pack file being written, with the running pack checksum and the entry's CRC-32."""
 
-    def __init__(self, pack_file: BinaryIO) -> None:
-        self._file = pack_file
+    def __init__(self, pack_file: BinaryIO | None) -> None:
+        self._file = pack_file  # None: the pack is read where it lies, nothing is written
         self.hash = sha1()
         self.position = 0
         self.crc = 0
 
     def write(self, data: bytes | memoryview) -> None:
-        self._file.write(data)
+        if self._file is not None:
+            self._file.write(data)
         self.hash.update(data)
         self.crc = binascii.crc32(data, self.crc)
         self.position += len(data)
@@ -112,9 +114,11 @@ def index_pack(
     read: Callable[[int], bytes],
     pack_file: BinaryIO,
     resolve_outside: Callable[[bytes], tuple[int, bytes]],
+    *,
+    in_place: bool = False,
 ) -> IndexedPack:
     """Copy, check, resolve and index the pack stream; see the module docstring."""
-    stream, output = _Input(read), _Output(pack_file)
+    stream, output = _Input(read), _Output(None if in_place else pack_file)
     header = stream.take(12)
     if header[:4] != b"PACK" or int.from_bytes(header[4:8], "big") not in (2, 3):
         raise PackIndexError("it does not start with a version 2 or 3 pack header")
@@ -136,7 +140,8 @@ def index_pack(
             raise PackIndexError("its checksum does not match its content")
         if not stream.at_end():
             raise PackIndexError("data follows the pack")
-        pack_file.write(checksum)
+        if not in_place:
+            pack_file.write(checksum)
         entries += _resolve_waiting(waiting, reader, offsets, outside_bases, resolve_outside)
     finally:
         reader.close()

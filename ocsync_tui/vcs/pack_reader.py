@@ -18,7 +18,7 @@ API (stable):
   ``stream(binary_id)`` -> (type_num, size, chunks). ``close()``. Raises ``PackReadError`` for an
   entry that does not decode; ``KeyError`` for an id the pack lacks.
 - ``StoreObjects(store)``: ``chunks(hex_id)`` -> the content of an object of a dulwich store in pieces,
-  a large object stored whole in a pack streamed from the file; ``close()``.
+  an object stored whole in a pack streamed from the file; ``close()``.
 - ``read_entry_header(head)`` -> (type_num, size, header_length, base): base is an OFS_DELTA's distance
   back, a REF_DELTA's binary base id, or None. Raises IndexError when `head` ends inside the header.
 """
@@ -234,11 +234,14 @@ def _inflate_from(fd: int, start: int, end: int | None, size: int, path: str, of
 
     def compressed() -> Iterator[bytes]:
         position = start
+        # Without an end, first ask for about what the payload deflates to (stored: a little more).
+        wanted = min(size + 64 + size // 1000, _READ_CHUNK)
         while end is None or position < end:
-            chunk = os.pread(fd, _READ_CHUNK if end is None else min(_READ_CHUNK, end - position), position)
+            chunk = os.pread(fd, wanted if end is None else min(_READ_CHUNK, end - position), position)
             if not chunk:
                 return
             position += len(chunk)
+            wanted = _READ_CHUNK
             yield chunk
 
     return _inflate(compressed(), size, path, offset)
@@ -266,8 +269,9 @@ def _inflate(compressed: Iterator[bytes], size: int, path: str, offset: int) -> 
 
 
 class StoreObjects:
-    """Object contents from a dulwich object store, a large one stored whole in a pack streamed from
-    the pack file (so writing a 4 GB file out costs a megabyte of memory, not 4 GB)."""
+    """Object contents from a dulwich object store, one stored whole in a pack read from the pack file
+    with pread and streamed (so writing a 4 GB file out costs a megabyte of memory, not 4 GB, and no
+    mmap of the pack counts every page read in the process's resident size); a delta through dulwich."""
 
     def __init__(self, store) -> None:
         self._store = store
@@ -288,7 +292,7 @@ class StoreObjects:
                 type_num, size, header_length, base = read_entry_header(os.pread(fd, LONGEST_ENTRY_HEADER, offset))
             except IndexError:
                 break  # dulwich reports the damage below
-            if base is None and size > _READ_CHUNK:
+            if base is None:
                 return _inflate_from(fd, offset + header_length, None, size, pack_path, offset)
             break
         return iter([self._store.get_raw(sha)[1]])
