@@ -579,18 +579,20 @@ class _QuarantineStore(DiskObjectStore):
     version of a history applies one delta each), anything else through dulwich and the main store."""
 
     _reader: PackReader | None = None
+    _offsets: dict[bytes, int] = {}
 
     def read_through(self, pack_path: str, offsets: dict[bytes, int]) -> None:
-        self._reader = PackReader(pack_path, offsets, self._outside)
+        self._offsets = offsets
+        self._reader = PackReader(pack_path, offsets.get, self._outside)
 
     def _outside(self, sha: bytes) -> tuple[int, bytes]:
         return super().get_raw(sha)
 
     def get_raw(self, name: bytes) -> tuple[int, bytes]:
-        if self._reader is not None:
-            binary = name if len(name) == 20 else binascii.unhexlify(name)
-            if binary in self._reader:
-                return self._reader.get_raw(binary)
+        binary = name if len(name) == 20 else binascii.unhexlify(name)
+        offset = self._offsets.get(binary)
+        if offset is not None:
+            return self._reader.get_raw_at(offset)
         return super().get_raw(name)
 
     def close(self) -> None:

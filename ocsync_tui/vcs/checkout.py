@@ -23,7 +23,6 @@ import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from dulwich.objects import Blob, object_header
 from ocsync_tui.errors import OcsyncError
 from ocsync_tui.vcs.disk_naming import CASE_SENSITIVE, DiskNaming
 from ocsync_tui.vcs.pack import object_id
-from ocsync_tui.vcs.pack_reader import StoreObjects
+from ocsync_tui.vcs.pack_reader import object_chunks
 
 FILE_MODE = 0o100644
 EXECUTABLE_MODE = 0o100755
@@ -424,8 +423,7 @@ def checkout_changes(
     paths = sorted(set(paths))
     collisions = collisions_on_disk(new_files, old_files, naming)
     deletions = sorted((p for p in paths if p not in new_files), key=lambda p: -p.count(b"/"))
-    objects = StoreObjects(store)
-    with FolderFiles(root) as files, closing(objects):
+    with FolderFiles(root) as files:
         current = b""
         try:
             for current in paths:
@@ -437,15 +435,15 @@ def checkout_changes(
                 on_disk = files.read(current) if blocked_at is None else BLOCKED
                 if on_disk is BLOCKED:
                     moved = current.count(b"/") if blocked_at is None else blocked_at
-                    _write_conflict_copy(files, objects, current, moved, conflict_copy_names, new_files, result)
-                elif not _write(files, objects, current, new_files[current], old_files.get(current), on_disk, result):
-                    _keep_local(files, objects, current, conflict_copy_names, new_files, result)
+                    _write_conflict_copy(files, store, current, moved, conflict_copy_names, new_files, result)
+                elif not _write(files, store, current, new_files[current], old_files.get(current), on_disk, result):
+                    _keep_local(files, store, current, conflict_copy_names, new_files, result)
             current = b""
             for current in files.finish_staged():
                 # The user wrote the file while the batch was being written: theirs stays.
                 result.written.remove(current)
                 result.settled.remove(current)
-                _keep_local(files, objects, current, conflict_copy_names, new_files, result)
+                _keep_local(files, store, current, conflict_copy_names, new_files, result)
             current = b""
             files.sync_touched_directories()
         except OSError as error:
@@ -458,7 +456,7 @@ def checkout_changes(
 
 def _keep_local(
     files: FolderFiles,
-    objects: StoreObjects,
+    store: BaseObjectStore,
     path: bytes,
     conflict_copy_names: ConflictCopyNames,
     new_files: Mapping[bytes, TreeFile],
@@ -467,7 +465,7 @@ def _keep_local(
     """The user changed the file since the last commit: theirs stays, the new version becomes a
     conflict copy beside it, so neither is lost."""
     result.kept_local.append(path)
-    _write_conflict_copy(files, objects, path, path.count(b"/"), conflict_copy_names, new_files, result)
+    _write_conflict_copy(files, store, path, path.count(b"/"), conflict_copy_names, new_files, result)
 
 
 def _delete(files: FolderFiles, path: bytes, old: TreeFile | None, result: CheckoutResult) -> None:
@@ -484,7 +482,7 @@ def _delete(files: FolderFiles, path: bytes, old: TreeFile | None, result: Check
 
 def _write(
     files: FolderFiles,
-    objects: StoreObjects,
+    store: BaseObjectStore,
     path: bytes,
     wanted: TreeFile,
     old: TreeFile | None,
@@ -495,7 +493,7 @@ def _write(
     if on_disk == wanted:
         result.settled.append(path)
     elif on_disk is None or on_disk == old:
-        files.stage(path, wanted, objects.chunks(wanted.sha), on_disk)
+        files.stage(path, wanted, object_chunks(store, wanted.sha), on_disk)
         result.written.append(path)
         result.settled.append(path)
     else:
@@ -505,7 +503,7 @@ def _write(
 
 def _write_conflict_copy(
     files: FolderFiles,
-    objects: StoreObjects,
+    store: BaseObjectStore,
     path: bytes,
     component: int,
     conflict_copy_names: ConflictCopyNames,
@@ -521,7 +519,7 @@ def _write_conflict_copy(
             result.relocated[path] = candidate
             return
         if on_disk is None:
-            files.write(candidate, wanted, objects.chunks(wanted.sha))
+            files.write(candidate, wanted, object_chunks(store, wanted.sha))
             result.written.append(candidate)
             result.relocated[path] = candidate
             return

@@ -112,11 +112,16 @@ class FolderRepo:
     @property
     def repo(self) -> "Repo":
         """The dulwich repository, opened on first use: a scan that finds nothing to commit never needs
-        it (nor the import of dulwich.repo)."""
+        it (nor the import of dulwich.repo). Its packs are read with pread (pack_reader.PreadObjectStore)."""
         if self._repo is None:
+            from dulwich.config import ConfigFile
             from dulwich.repo import Repo
 
-            self._repo = Repo(str(self.path))
+            from ocsync_tui.vcs.pack_reader import PreadObjectStore
+
+            config = ConfigFile.from_path(str(self.git_dir / "config"))
+            store = PreadObjectStore.from_config(str(self.git_dir / "objects"), config)
+            self._repo = Repo(str(self.path), object_store=store)
             # Close the packs at the latest at interpreter exit, while dulwich's __del__ can still run cleanly.
             weakref.finalize(self, self._repo.close)
         return self._repo

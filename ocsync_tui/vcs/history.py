@@ -9,7 +9,6 @@ the folder changes and the restore itself is undoable like any other change.
 import heapq
 import os
 import time
-from contextlib import closing
 from dataclasses import dataclass
 
 from dulwich.objects import Commit, parse_tree
@@ -19,7 +18,7 @@ from ocsync_tui.identity import DeviceIdentity
 from ocsync_tui.vcs.checkout import CheckoutError, FolderFiles, TreeFile
 from ocsync_tui.vcs.committer import commit_pending
 from ocsync_tui.vcs.folder import FolderRepo
-from ocsync_tui.vcs.pack_reader import StoreObjects
+from ocsync_tui.vcs.pack_reader import object_chunks
 from ocsync_tui.vcs.paths import DIRECTORY_MODE
 
 _MEMO_LIMIT = 4096
@@ -178,8 +177,8 @@ def restore_file(folder: FolderRepo, identity: DeviceIdentity, relpath: str, rev
         raise HistoryError(f"{relpath} already is as it was at {source_id.decode('ascii')[:10]}")
     path = os.fsencode(relpath)
     try:
-        with FolderFiles(folder.path) as files, closing(StoreObjects(history.store)) as objects:
-            files.write(path, version, objects.chunks(version.sha))
+        with FolderFiles(folder.path) as files:
+            files.write(path, version, object_chunks(history.store, version.sha))
             files.sync_touched_directories()
     except (CheckoutError, OSError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)

@@ -132,7 +132,7 @@ def index_pack(
         outside_bases.add(base)
         return found
 
-    reader = PackReader(pack_file.name, offsets, outside, entries_known=False)
+    reader = PackReader(pack_file.name, offsets.get, outside)
     try:
         entries, waiting = _read_entries(stream, output, reader, offsets, count)
         checksum = output.hash.digest()
@@ -167,7 +167,6 @@ def _read_entries(stream: _Input, output: _Output, reader: PackReader, offsets: 
         if type_num in _OBJECT_TYPES and size > _STREAMED_ABOVE:
             hasher = sha1(object_header(type_num, size))
             _inflate(stream, output, size, offset, hasher.update)
-            reader.add_entry(offset, output.position)
             sha = hasher.digest()
             if type_num != Blob.type_num:
                 ShaFile.from_raw_chunks(type_num, [reader.get_raw_at(offset)[1]])
@@ -175,7 +174,6 @@ def _read_entries(stream: _Input, output: _Output, reader: PackReader, offsets: 
             pieces: list[bytes] = []
             _inflate(stream, output, size, offset, pieces.append)
             payload = b"".join(pieces)
-            reader.add_entry(offset, output.position)
             if type_num == REF_DELTA and base not in offsets:
                 try:
                     base_type, base_raw = reader.outside(base)

@@ -10,15 +10,17 @@ one delta; and a large object stored whole is inflated chunk by chunk into its r
 
 API (stable):
 
-- ``PackReader(path, offsets, resolve_outside=None, entries_known=True)``: ``offsets`` maps each binary
-  id to its entry's offset; ``resolve_outside(binary_id) -> (type_num, raw)`` serves REF_DELTA bases
-  not in the pack (a thin pack; KeyError when it has none either). For a pack still being written,
-  ``entries_known=False`` and ``add_entry(offset, end)`` as each entry lands, ``remember(offset,
-  type_num, raw)`` to cache what the writer resolved. ``get_raw(binary_id)``, ``get_raw_at(offset)`` -> (type_num, raw), resolving deltas;
-  ``stream(binary_id)`` -> (type_num, size, chunks). ``close()``. Raises ``PackReadError`` for an
+- ``PackReader(path, locate, resolve_outside=None)``: ``locate(binary_id)`` gives the offset of an
+  object's entry in the pack, or None; ``resolve_outside(binary_id) -> (type_num, raw)`` serves
+  REF_DELTA bases not in the pack (a thin pack; KeyError when it has none either). ``get_raw(binary_id)``,
+  ``get_raw_at(offset)`` -> (type_num, raw), resolving deltas; ``remember(offset, type_num, raw)``
+  caches what a writer of the pack resolved itself (entries are read up to the end of their zlib
+  stream, so a pack still being written can be read). ``close()``. Raises ``PackReadError`` for an
   entry that does not decode; ``KeyError`` for an id the pack lacks.
-- ``StoreObjects(store)``: ``chunks(hex_id)`` -> the content of an object of a dulwich store in pieces,
-  an object stored whole in a pack streamed from the file; ``close()``.
+- ``PreadObjectStore``: a dulwich DiskObjectStore reading packed objects through PackReaders (one
+  shared cache); ``chunks(hex_id)`` -> an object's content in pieces, streamed when stored whole.
+- ``object_chunks(store, hex_id)``: the same for any store (whole where it cannot stream).
+- ``ObjectCache(capacity)``: a cache PackReaders may share; ``stream_whole(offset)`` on a PackReader.
 - ``read_entry_header(head)`` -> (type_num, size, header_length, base): base is an OFS_DELTA's distance
   back, a REF_DELTA's binary base id, or None. Raises IndexError when `head` ends inside the header.
 """
@@ -29,8 +31,8 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
-from dulwich.object_format import SHA1
-from dulwich.pack import OFS_DELTA, REF_DELTA, apply_delta, load_pack_index
+from dulwich.object_store import DiskObjectStore
+from dulwich.pack import OFS_DELTA, REF_DELTA, apply_delta
 
 from ocsync_tui.errors import OcsyncError
 
@@ -39,7 +41,7 @@ _SHA_LENGTH = 20
 # or a 20-byte base id.
 LONGEST_ENTRY_HEADER = 32
 _READ_CHUNK = 1 << 20
-_CACHE_BYTES = 32 << 20
+_CACHE_BYTES = 16 << 20
 # Objects larger than this are not kept whole in the cache (they are seldom delta bases of each other).
 _CACHED_OBJECT_MAX = 1 << 20
 _MAX_CHAIN = 10_000
@@ -75,24 +77,24 @@ def read_entry_header(head: bytes) -> tuple[int, int, int, int | bytes | None]:
     return type_num, size, position, base
 
 
-class _ObjectCache:
-    """Resolved objects by offset, least recently used first out, up to a total size."""
+class ObjectCache:
+    """Resolved objects by (pack, offset), least recently used first out, up to a total size."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int = _CACHE_BYTES) -> None:
         self._capacity = capacity
         self._size = 0
-        self._objects: OrderedDict[int, tuple[int, bytes]] = OrderedDict()
+        self._objects: OrderedDict[tuple[str, int], tuple[int, bytes]] = OrderedDict()
 
-    def get(self, offset: int) -> tuple[int, bytes] | None:
-        found = self._objects.get(offset)
+    def get(self, key: tuple[str, int]) -> tuple[int, bytes] | None:
+        found = self._objects.get(key)
         if found is not None:
-            self._objects.move_to_end(offset)
+            self._objects.move_to_end(key)
         return found
 
-    def put(self, offset: int, type_num: int, raw: bytes) -> None:
-        if len(raw) > _CACHED_OBJECT_MAX or offset in self._objects:
+    def put(self, key: tuple[str, int], type_num: int, raw: bytes) -> None:
+        if len(raw) > _CACHED_OBJECT_MAX or key in self._objects:
             return
-        self._objects[offset] = (type_num, raw)
+        self._objects[key] = (type_num, raw)
         self._size += len(raw)
         while self._size > self._capacity:
             _, (_, evicted) = self._objects.popitem(last=False)
@@ -105,28 +107,19 @@ class PackReader:
     def __init__(
         self,
         path: str | os.PathLike[str],
-        offsets: dict[bytes, int],
+        locate: Callable[[bytes], int | None],
         resolve_outside: Callable[[bytes], tuple[int, bytes]] | None = None,
-        *,
-        entries_known: bool = True,
+        cache: "ObjectCache | None" = None,
     ) -> None:
         self.path = os.fspath(path)
         self._fd = os.open(self.path, os.O_RDONLY)
-        self._offsets = offsets
+        self._locate = locate
         self._resolve_outside = resolve_outside
-        self._cache = _ObjectCache(_CACHE_BYTES)
-        self._end_of: dict[int, int] = {}
-        if entries_known:
-            ordered = sorted(offsets.values())
-            self._end_of = dict(zip(ordered, ordered[1:] + [os.fstat(self._fd).st_size - _SHA_LENGTH]))
-
-    def add_entry(self, offset: int, end: int) -> None:
-        """Make the entry at [offset, end) readable: for a pack still being written (entries_known=False)."""
-        self._end_of[offset] = end
+        self._cache = cache if cache is not None else ObjectCache()
 
     def remember(self, offset: int, type_num: int, raw: bytes) -> None:
         """Cache the resolved object at `offset` (the indexer has it in hand)."""
-        self._cache.put(offset, type_num, raw)
+        self._cache.put((self.path, offset), type_num, raw)
 
     def outside(self, base: bytes) -> tuple[int, bytes]:
         """A REF_DELTA base from outside the pack; KeyError if there is none."""
@@ -139,14 +132,11 @@ class PackReader:
             os.close(self._fd)
             self._fd = -1
 
-    def __contains__(self, sha: bytes) -> bool:
-        return sha in self._offsets
-
-    def offset_of(self, sha: bytes) -> int:
-        return self._offsets[sha]
-
     def get_raw(self, sha: bytes) -> tuple[int, bytes]:
-        return self.get_raw_at(self._offsets[sha])
+        offset = self._locate(sha)
+        if offset is None:
+            raise KeyError(sha)
+        return self.get_raw_at(offset)
 
     def get_raw_at(self, offset: int) -> tuple[int, bytes]:
         """The object at `offset`, its deltas applied: the chain is walked back to a cached or whole
@@ -154,20 +144,20 @@ class PackReader:
         chain: list[tuple[int, bytes]] = []  # (offset, delta) from the wanted object back
         current = offset
         while True:
-            cached = self._cache.get(current)
+            cached = self._cache.get((self.path, current))
             if cached is not None:
                 type_num, raw = cached
                 break
-            type_num, _size, base, payload = self._read_entry(current)
+            type_num, base, payload = self._read_entry(current)
             if base is None:
                 raw = payload
-                self._cache.put(current, type_num, raw)
+                self._cache.put((self.path, current), type_num, raw)
                 break
             chain.append((current, payload))
             if len(chain) > _MAX_CHAIN:
                 raise PackReadError(f"{self.path}: a delta chain at offset {offset} is longer than {_MAX_CHAIN}")
             if isinstance(base, bytes):
-                base_offset = self._offsets.get(base)
+                base_offset = self._locate(base)
                 if base_offset is None:
                     type_num, raw = self._outside_base(base, offset)
                     break
@@ -179,18 +169,18 @@ class PackReader:
                 raw = b"".join(apply_delta(raw, delta))
             except Exception as error:  # dulwich's ApplyDeltaError, or an assertion on a bad delta
                 raise PackReadError(f"{self.path}: the delta at offset {delta_offset} does not apply ({error})") from error
-            self._cache.put(delta_offset, type_num, raw)
+            self._cache.put((self.path, delta_offset), type_num, raw)
         return type_num, raw
 
-    def stream(self, sha: bytes) -> tuple[int, int, Iterator[bytes]]:
-        """(type, size, chunks) of an object: inflated piece by piece when stored whole."""
-        offset = self._offsets[sha]
-        head = os.pread(self._fd, LONGEST_ENTRY_HEADER, offset)
-        type_num, size, header_length, base = self._header(head, offset)
-        if base is not None or size <= _READ_CHUNK:
-            type_num, raw = self.get_raw_at(offset)
-            return type_num, len(raw), iter([raw])
-        return type_num, size, self._inflate_chunks(offset + header_length, self._end_of[offset], size, offset)
+    def stream_whole(self, offset: int) -> Iterator[bytes] | None:
+        """The inflated pieces of the entry at `offset` if it holds an object whole; None for a delta."""
+        try:
+            _type_num, size, header_length, base = read_entry_header(os.pread(self._fd, LONGEST_ENTRY_HEADER, offset))
+        except IndexError:
+            raise PackReadError(f"{self.path}: the entry at offset {offset} has a truncated header") from None
+        if base is not None:
+            return None
+        return _inflate_from(self._fd, offset + header_length, None, size, self.path, offset)
 
     def _outside_base(self, base: bytes, offset: int) -> tuple[int, bytes]:
         try:
@@ -198,9 +188,10 @@ class PackReader:
         except KeyError:
             raise PackReadError(f"{self.path}: the delta at offset {offset} has a base the pack lacks") from None
 
-    def _header(self, head: bytes, offset: int) -> tuple[int, int, int, int | bytes | None]:
+    def _read_entry(self, offset: int) -> tuple[int, int | bytes | None, bytes]:
+        """(type, base offset or id, inflated payload) of the entry at `offset`."""
         try:
-            type_num, size, header_length, base = read_entry_header(head)
+            type_num, size, header_length, base = read_entry_header(os.pread(self._fd, LONGEST_ENTRY_HEADER, offset))
         except IndexError:
             raise PackReadError(f"{self.path}: the entry at offset {offset} has a truncated header") from None
         if type_num == OFS_DELTA:
@@ -209,23 +200,8 @@ class PackReader:
             base = offset - base
         elif type_num not in (1, 2, 3, 4, REF_DELTA):
             raise PackReadError(f"{self.path}: the entry at offset {offset} has unknown type {type_num}")
-        return type_num, size, header_length, base
-
-    def _read_entry(self, offset: int) -> tuple[int, int, int | bytes | None, bytes]:
-        """(type, size, base offset or id, inflated payload) of the entry at `offset`."""
-        end = self._end_of.get(offset)
-        if end is None:
-            raise PackReadError(f"{self.path}: no entry starts at offset {offset}")
-        data = os.pread(self._fd, end - offset, offset)
-        type_num, size, header_length, base = self._header(data[:LONGEST_ENTRY_HEADER], offset)
-        payload = b"".join(self._inflate_chunks_of(data[header_length:], size, offset))
-        return type_num, size, base, payload
-
-    def _inflate_chunks(self, start: int, end: int, size: int, offset: int) -> Iterator[bytes]:
-        return _inflate_from(self._fd, start, end, size, self.path, offset)
-
-    def _inflate_chunks_of(self, data: bytes, size: int, offset: int) -> Iterator[bytes]:
-        return _inflate(iter([data]), size, self.path, offset)
+        payload = b"".join(_inflate_from(self._fd, offset + header_length, None, size, self.path, offset))
+        return type_num, base, payload
 
 
 def _inflate_from(fd: int, start: int, end: int | None, size: int, path: str, offset: int) -> Iterator[bytes]:
@@ -268,49 +244,73 @@ def _inflate(compressed: Iterator[bytes], size: int, path: str, offset: int) -> 
         raise PackReadError(f"{path}: the entry at offset {offset} does not inflate to its size")
 
 
-class StoreObjects:
-    """Object contents from a dulwich object store, one stored whole in a pack read from the pack file
-    with pread and streamed (so writing a 4 GB file out costs a megabyte of memory, not 4 GB, and no
-    mmap of the pack counts every page read in the process's resident size); a delta through dulwich."""
+def _packed_location(store, binary: bytes):
+    """(pack, offset) of an object in one of a dulwich DiskObjectStore's packs, or None."""
+    for pack in store.packs:
+        try:
+            return pack, pack.index.object_offset(binary)
+        except KeyError:
+            continue
+    return None
 
-    def __init__(self, store) -> None:
-        self._store = store
-        self._indexes: list[tuple[object, str]] | None = None
-        self._fds: dict[str, int] = {}
+
+class PreadObjectStore(DiskObjectStore):
+    """A DiskObjectStore whose packed objects are read with pread through PackReaders sharing one cache
+    of resolved objects, instead of through dulwich's mmap of each pack: reading the trees of a head
+    in a 550 MB pack then costs the trees, not the 150 MB of pages the kernel maps around each read."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._readers: dict[str, PackReader] = {}
+        self._cache = ObjectCache()
+
+    def get_raw(self, name: bytes) -> tuple[int, bytes]:
+        if len(name) not in (20, 40):
+            return super().get_raw(name)
+        binary = name if len(name) == 20 else binascii.unhexlify(name)
+        located = _packed_location(self, binary)
+        if located is None:
+            return super().get_raw(name)  # loose, or in an alternate
+        pack, offset = located
+        return self._reader(pack).get_raw_at(offset)
 
     def chunks(self, sha: bytes) -> Iterator[bytes]:
-        """The content of the object with hex id `sha`, in pieces."""
-        for index, pack_path in self._pack_indexes():
-            try:
-                offset = index.object_offset(binascii.unhexlify(sha))
-            except KeyError:
-                continue
-            fd = self._fds.get(pack_path)
-            if fd is None:
-                fd = self._fds[pack_path] = os.open(pack_path, os.O_RDONLY)
-            try:
-                type_num, size, header_length, base = read_entry_header(os.pread(fd, LONGEST_ENTRY_HEADER, offset))
-            except IndexError:
-                break  # dulwich reports the damage below
-            if base is None:
-                return _inflate_from(fd, offset + header_length, None, size, pack_path, offset)
-            break
-        return iter([self._store.get_raw(sha)[1]])
+        """The content of the object with hex id `sha` in pieces: streamed from its pack when stored
+        whole there (so writing a 4 GB file out costs a megabyte of memory, not 4 GB)."""
+        located = _packed_location(self, binascii.unhexlify(sha))
+        if located is not None:
+            pack, offset = located
+            reader = self._reader(pack)
+            streamed = reader.stream_whole(offset)
+            if streamed is not None:
+                return streamed
+        return iter([self.get_raw(sha)[1]])
+
+    def _reader(self, pack) -> PackReader:
+        path = os.fspath(pack.data.path)
+        reader = self._readers.get(path)
+        if reader is None:
+            index = pack.index
+
+            def locate(sha: bytes) -> int | None:
+                try:
+                    return index.object_offset(sha)
+                except KeyError:
+                    return None
+
+            reader = self._readers[path] = PackReader(path, locate, cache=self._cache)
+        return reader
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
-        for index, _ in self._indexes or ():
-            index.close()
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
+        super().close()
 
-    def _pack_indexes(self) -> list[tuple[object, str]]:
-        if self._indexes is None:
-            self._indexes = []
-            pack_dir = getattr(self._store, "pack_dir", None)
-            names = os.listdir(pack_dir) if pack_dir and os.path.isdir(pack_dir) else []
-            for name in sorted(names):
-                pack_path = os.path.join(pack_dir, name[: -len(".idx")] + ".pack")
-                if name.endswith(".idx") and os.path.exists(pack_path):
-                    self._indexes.append((load_pack_index(os.path.join(pack_dir, name), SHA1), pack_path))
-        return self._indexes
+
+def object_chunks(store, sha: bytes) -> Iterator[bytes]:
+    """The content of the object with hex id `sha` in pieces: streamed where the store can (a
+    PreadObjectStore), read whole from any other store."""
+    if isinstance(store, PreadObjectStore):
+        return store.chunks(sha)
+    return iter([store.get_raw(sha)[1]])
