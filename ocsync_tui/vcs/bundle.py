@@ -68,8 +68,8 @@ from ocsync_tui.vcs.pack import (
     remove_stale_leftovers,
     write_pack,
 )
-from ocsync_tui.vcs.pack_indexer import PackIndexError, TruncatedPack, index_pack
-from ocsync_tui.vcs.pack_reader import PackReader
+from ocsync_tui.vcs.pack_indexer import ObjectLinks, PackIndexError, TruncatedPack, index_pack
+from ocsync_tui.vcs.pack_reader import PackReader, PackReadError
 from ocsync_tui.vcs.stored_entries import StoredEntryError, write_all_objects
 
 MAIN_REF = b"refs/heads/main"
@@ -470,8 +470,8 @@ def quarantined_import(folder: FolderLike, bundle_path: Path, *, consume: bool =
             try:
                 # Disk errors stay OSErrors: they say nothing about the bundle.
                 with _failures_as_bundle_error(partial(_corrupt_pack_message, bundle_path), passed=(OSError,)):
-                    received = _receive_pack(store, bundle_file, bundle_path, main_store, consume)
-                    new_commits = _verify_reachable(store, received, main_store, head, bundle_path)
+                    received, links = _receive_pack(store, bundle_file, bundle_path, main_store, consume)
+                    new_commits = _verify_reachable(received, links, main_store, head, bundle_path)
                 yield ImportedBundle(head, prerequisites, store, new_commits)
             finally:
                 for alternate in store.alternates:
@@ -534,8 +534,9 @@ def _is_commit(store, sha: bytes) -> bool:
 
 def _receive_pack(
     store: "_QuarantineStore", bundle_file: BinaryIO, bundle_path: Path, main_store, consume: bool
-) -> set[bytes]:
-    """Check, index and complete the bundle's pack inside the quarantine store; the ids it holds.
+) -> tuple[set[bytes], ObjectLinks]:
+    """Check, index and complete the bundle's pack inside the quarantine store; the ids it holds, and
+    what its trees and commits name.
 
     One pass (pack_indexer): the checksum, every object inflated, resolved and parsed; then the thin
     deltas' outside bases from the main store appended, as git's index-pack --fix-thin does. A bundle
@@ -556,7 +557,7 @@ def _receive_pack(
             indexed = index_pack(read, pack_file, main_store.get_raw, in_place=in_place is not None)
         except TruncatedPack as error:
             raise BundleError(f"{bundle_path}: the bundle is truncated; fetch it again") from error
-        except PackIndexError as error:
+        except (PackIndexError, PackReadError) as error:
             raise BundleError(_corrupt_pack_message(bundle_path, str(error))) from error
         entries, checksum = indexed.entries, indexed.checksum
         if indexed.outside_bases:
@@ -571,7 +572,7 @@ def _receive_pack(
         write_pack_index_v2(index_file, entries, checksum)
     store.packs  # noqa: B018 -- the property rescans the pack directory, so lookups see the new pack
     store.read_through(name + ".pack", {entry[0]: entry[1] for entry in entries})
-    return ids
+    return ids, indexed.links
 
 
 class _QuarantineStore(DiskObjectStore):
@@ -649,81 +650,39 @@ def _ids_once_each(ids: list[bytes], bundle_path: Path) -> set[bytes]:
 
 
 def _verify_reachable(
-    store: DiskObjectStore, received: set[bytes], main_store, head: bytes, bundle_path: Path
+    received: set[bytes], links: ObjectLinks, main_store, head: bytes, bundle_path: Path
 ) -> list[bytes]:
     """The commits the bundle adds, parents first, after checking that every object they reach exists.
 
-    `received` holds the ids in the completed quarantine pack. dulwich inflated and hashed each of
-    them, and with no id twice a read gives that same content, so a blob only needs to be there; trees
-    and commits are read to follow them. Objects in the main store were complete when they landed, so
-    the walk stops at them (at commits even if the bundle carries them again: they are not new).
+    `received` holds the ids in the completed quarantine pack; the indexer inflated, hashed and parsed
+    each of them and noted what its trees and commits name (`links`). Every id named there is in the
+    pack or in the main store, whose objects were complete when they landed: then everything the new
+    commits reach exists (the new trees' place and kind are checked by validate_commit_trees). The walk
+    over commits stops at the main store (at commits even if the bundle carries them again: they are
+    not new).
     """
-    _commit_links(store, head, bundle_path)
+    for sha in sorted(links.referenced.difference(received)):
+        if sha not in main_store:
+            raise BundleError(f"{bundle_path}: the bundle lacks object {sha.decode()}; fetch it again")
     parents_of: dict[bytes, list[bytes]] = {}
-    verified: set[bytes] = set()
     pending, queued = [head], {head}
     while pending:
         commit_id = pending.pop()
         if commit_id in main_store:
             continue
-        tree_id, parents = _commit_links(store, commit_id, bundle_path)
-        parents_of[commit_id] = parents
-        _verify_tree(store, received, main_store, tree_id, verified, bundle_path)
-        for parent in parents:
+        if commit_id not in links.commits:
+            if commit_id in received:
+                raise BundleError(f"{bundle_path}: {commit_id.decode()} should be a commit")
+            raise BundleError(f"{bundle_path}: the bundle lacks commit {commit_id.decode()}")
+        commit = links.commits[commit_id]
+        if commit is None:
+            raise BundleError(f"{bundle_path}: commit {commit_id.decode()} does not begin with its tree and parents")
+        parents_of[commit_id] = commit[1]
+        for parent in commit[1]:
             if parent not in queued:
                 queued.add(parent)
                 pending.append(parent)
     return _parents_first(parents_of)
-
-
-def _verify_tree(
-    store, received: set[bytes], main_store, tree_id: bytes, verified: set[bytes], bundle_path: Path
-) -> None:
-    """Check that a tree and everything it reaches exist; `verified` carries what was checked already."""
-    pending = [tree_id]
-    while pending:
-        tree_id = pending.pop()
-        if tree_id in verified:
-            continue
-        if tree_id not in received:
-            if tree_id in main_store:
-                continue  # complete since it landed
-            raise BundleError(f"{bundle_path}: the bundle lacks tree {tree_id.decode()}; fetch it again")
-        type_num, raw = _load_raw(store, tree_id, bundle_path)
-        if type_num != Tree.type_num:
-            raise BundleError(f"{bundle_path}: {tree_id.decode()} should be a tree")
-        verified.add(tree_id)
-        # Successive versions of a tree share all but a few entries: only new ids cost a lookup.
-        for _name, mode, sha in parse_tree(raw, SHA1.oid_length):
-            if sha in verified or S_ISGITLINK(mode):
-                continue
-            if stat.S_ISDIR(mode):
-                pending.append(sha)
-            elif sha in received or sha in main_store:
-                verified.add(sha)
-            else:
-                raise BundleError(f"{bundle_path}: the bundle lacks object {sha.decode()}; fetch it again")
-
-
-def _load_raw(store, sha: bytes, bundle_path: Path) -> tuple[int, bytes]:
-    try:
-        return store.get_raw(sha)
-    except KeyError:
-        raise BundleError(f"{bundle_path}: the bundle lacks object {sha.decode()}; fetch it again") from None
-
-
-def _commit_links(store, sha: bytes, bundle_path: Path) -> tuple[bytes, list[bytes]]:
-    """The commit's tree and parents, refusing a commit in a shape git does not write."""
-    try:
-        type_num, raw = store.get_raw(sha)
-    except KeyError:
-        raise BundleError(f"{bundle_path}: the bundle lacks commit {sha.decode()}") from None
-    if type_num != Commit.type_num:
-        raise BundleError(f"{bundle_path}: {sha.decode()} should be a commit")
-    links = commit_links(raw)
-    if links is None:
-        raise BundleError(f"{bundle_path}: commit {sha.decode()} does not begin with its tree and parents")
-    return links
 
 
 def _parents_first(parents_of: dict[bytes, list[bytes]]) -> list[bytes]:

@@ -15,7 +15,8 @@ API (stable):
   reading (``open(path, "w+b", buffering=0)``) whose path PackReader may open; ``resolve_outside(
   binary_id) -> (type_num, raw)`` serves REF_DELTA bases not in the pack (KeyError if unknown). With
   ``in_place=True`` the stream is ``pack_file`` itself, read from its start, and nothing is written. Returns the
-  index entries (binary id, offset, CRC-32), the pack checksum and the outside bases used. The stream
+  index entries (binary id, offset, CRC-32), the pack checksum, the outside bases used and the
+  ``ObjectLinks`` (ids the trees and commits name, each commit's tree and parents). The stream
   must end right after the pack. Raises ``PackIndexError`` for anything that is not a sound pack
   (truncated: ``TruncatedPack``), an object twice included; parsing errors of dulwich
   (ObjectFormatException) pass through.
@@ -24,21 +25,25 @@ API (stable):
 import binascii
 import zlib
 from collections.abc import Callable
+from operator import itemgetter
 from dataclasses import dataclass
 from hashlib import sha1
 from typing import BinaryIO
 
-from dulwich.objects import Blob, ShaFile, Tree, object_header, parse_tree
+from dulwich.objects import S_ISGITLINK, Blob, Commit, ShaFile, Tree, object_header, parse_tree
 from dulwich.pack import OFS_DELTA, REF_DELTA, apply_delta
 
 from ocsync_tui.errors import OcsyncError
-from ocsync_tui.vcs.pack_reader import LONGEST_ENTRY_HEADER, PackReader, PackReadError, read_entry_header
+from ocsync_tui.vcs.incoming_trees import commit_links
+from ocsync_tui.vcs.pack_reader import LONGEST_ENTRY_HEADER, PackReader, read_entry_header
 
 _SHA_LENGTH = 20
 _BLOCK = 1 << 20
 # Objects stored whole and larger than this are hashed as they inflate, never held whole.
 _STREAMED_ABOVE = 1 << 20
 _OBJECT_TYPES = (1, 2, 3, 4)
+# Where a tree has a submodule (mode 160000) entry, its raw bytes hold this; most trees have none.
+_SUBMODULE_ENTRY = b"160000 "
 
 
 class PackIndexError(OcsyncError):
@@ -49,11 +54,42 @@ class TruncatedPack(PackIndexError):
     pass
 
 
+class ObjectLinks:
+    """What the pack's trees and commits point at, gathered as each is parsed: checking that a bundle
+    is complete then reads no object again."""
+
+    def __init__(self) -> None:
+        self.referenced: set[bytes] = set()  # hex ids the trees (submodule entries aside) and commits name
+        # hex commit id -> (tree, parents), or None for a commit not in the shape git writes
+        self.commits: dict[bytes, tuple[bytes, list[bytes]] | None] = {}
+
+    def checked_id(self, type_num: int, raw: bytes) -> bytes:
+        """The binary id of the object, after parsing it as dulwich would (a tree with a garbage mode, a
+        commit without its headers, are refused here) and noting what it points at."""
+        hasher = sha1(object_header(type_num, len(raw)))
+        hasher.update(raw)
+        if type_num == Tree.type_num:
+            entries = parse_tree(raw, _SHA_LENGTH)
+            if _SUBMODULE_ENTRY in raw:
+                self.referenced.update(sha for _name, mode, sha in entries if not S_ISGITLINK(mode))
+            else:
+                self.referenced.update(map(itemgetter(2), entries))
+        elif type_num != Blob.type_num:
+            ShaFile.from_raw_chunks(type_num, [raw])
+            if type_num == Commit.type_num:
+                links = commit_links(raw)
+                self.commits[hasher.hexdigest().encode("ascii")] = links
+                if links is not None:
+                    self.referenced.add(links[0])
+        return hasher.digest()
+
+
 @dataclass
 class IndexedPack:
     entries: list[tuple[bytes, int, int]]  # (binary id, offset, CRC-32) in pack order
     checksum: bytes
     outside_bases: set[bytes]
+    links: ObjectLinks
 
 
 class _Input:
@@ -133,8 +169,9 @@ def index_pack(
         return found
 
     reader = PackReader(pack_file.name, offsets.get, outside)
+    links = ObjectLinks()
     try:
-        entries, waiting = _read_entries(stream, output, reader, offsets, count)
+        entries, waiting = _read_entries(stream, output, reader, offsets, count, links)
         checksum = output.hash.digest()
         if stream.take(_SHA_LENGTH) != checksum:
             raise PackIndexError("its checksum does not match its content")
@@ -142,13 +179,15 @@ def index_pack(
             raise PackIndexError("data follows the pack")
         if not in_place:
             pack_file.write(checksum)
-        entries += _resolve_waiting(waiting, reader, offsets, outside_bases, resolve_outside)
+        entries += _resolve_waiting(waiting, reader, offsets, links)
     finally:
         reader.close()
-    return IndexedPack(entries, checksum, outside_bases)
+    return IndexedPack(entries, checksum, outside_bases, links)
 
 
-def _read_entries(stream: _Input, output: _Output, reader: PackReader, offsets: dict[bytes, int], count: int):
+def _read_entries(
+    stream: _Input, output: _Output, reader: PackReader, offsets: dict[bytes, int], count: int, links: ObjectLinks
+):
     entries: list[tuple[bytes, int, int]] = []
     waiting: list[tuple[int, int, bytes]] = []  # REF_DELTAs whose base is not known yet: (offset, crc, base)
     for _ in range(count):
@@ -169,7 +208,7 @@ def _read_entries(stream: _Input, output: _Output, reader: PackReader, offsets: 
             _inflate(stream, output, size, offset, hasher.update)
             sha = hasher.digest()
             if type_num != Blob.type_num:
-                ShaFile.from_raw_chunks(type_num, [reader.get_raw_at(offset)[1]])
+                links.checked_id(type_num, reader.get_raw_at(offset)[1])
         else:
             pieces: list[bytes] = []
             _inflate(stream, output, size, offset, pieces.append)
@@ -190,14 +229,13 @@ def _read_entries(stream: _Input, output: _Output, reader: PackReader, offsets: 
             else:
                 raw = payload
                 reader.remember(offset, type_num, raw)
-            sha = _checked_object_id(type_num, raw)
+            sha = links.checked_id(type_num, raw)
         _record(sha, offset, offsets)
         entries.append((sha, offset, output.crc))
     return entries, waiting
 
 
-def _resolve_waiting(waiting, reader: PackReader, offsets: dict[bytes, int], outside_bases: set[bytes],
-                     resolve_outside) -> list[tuple[bytes, int, int]]:
+def _resolve_waiting(waiting, reader: PackReader, offsets: dict[bytes, int], links: ObjectLinks) -> list[tuple[bytes, int, int]]:
     """Resolve the REF_DELTAs whose base came later in the pack (each round may make more bases known)."""
     resolved = []
     while waiting:
@@ -207,7 +245,7 @@ def _resolve_waiting(waiting, reader: PackReader, offsets: dict[bytes, int], out
             raise PackIndexError(f"{len(waiting)} delta(s) have a base neither the pack nor this folder has")
         for offset, crc, _base in ready:
             type_num, raw = reader.get_raw_at(offset)
-            sha = _checked_object_id(type_num, raw)
+            sha = links.checked_id(type_num, raw)
             _record(sha, offset, offsets)
             resolved.append((sha, offset, crc))
         waiting = still_waiting
@@ -225,18 +263,6 @@ def _applied(base: bytes, delta: bytes, offset: int) -> bytes:
         return b"".join(apply_delta(base, delta))
     except Exception as error:  # dulwich's ApplyDeltaError, or an assertion on a malformed delta
         raise PackIndexError(f"the delta at offset {offset} does not apply ({error})") from error
-
-
-def _checked_object_id(type_num: int, raw: bytes) -> bytes:
-    """The binary id of the object, after parsing it as dulwich would (a tree with a garbage mode, a
-    commit without its headers, are refused here)."""
-    if type_num == Tree.type_num:
-        parse_tree(raw, _SHA_LENGTH)
-    elif type_num != Blob.type_num:
-        ShaFile.from_raw_chunks(type_num, [raw])
-    hasher = sha1(object_header(type_num, len(raw)))
-    hasher.update(raw)
-    return hasher.digest()
 
 
 def _inflate(stream: _Input, output: _Output, size: int, offset: int, sink: Callable[[bytes], object]) -> None:

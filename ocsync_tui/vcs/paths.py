@@ -198,7 +198,8 @@ def validate_tree(
         entries = _tree_entries(object_store, current_id, prefix)
         checked.append((current_id, depth, len(prefix), entries))
         valid_here = known_valid.entries_at(depth, len(prefix)) if known_valid is not None else set()
-        for name, mode, sha in [entry for entry in entries if entry not in valid_here]:
+        # Set difference in C: a tree version differs from the last one checked here in an entry or two.
+        for name, mode, sha in sorted(set(entries).difference(valid_here)):
             path = prefix + name
             if len(path) > PATH_MAX_BYTES:
                 raise UnsafePathError(f"refusing path {_shown(path[:60])}…: {_TOO_LONG}")
