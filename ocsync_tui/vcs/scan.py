@@ -182,10 +182,7 @@ class _Walk:
                 self.visit_untracked(prefix + name, name, directory, st)
                 continue
             found.append(name)
-            if (
-                key == (st.st_mtime_ns, st.st_ctime_ns, st.st_size & _U32, st.st_ino & _U32)
-                and st.st_mtime_ns < written_ns
-            ):
+            if _unchanged(key, st, written_ns):
                 continue
             self.visit_tracked(prefix + name, st)
         if len(found) != len(known):
@@ -255,7 +252,10 @@ class _Walk:
             if self.wants_directory(relpath, name, parent):
                 self.walk_directory(relpath)
         elif name in self.cache.tracked_in(parent):
-            self.visit_tracked(relpath, st)
+            # A path named by the watcher (or an apply) that the stat cache shows unchanged and not
+            # racy is as a full scan would find it: an apply's own writes are not read back again.
+            if not _unchanged(self.cache.tracked_in(parent)[name], st, self.cache.written_ns):
+                self.visit_tracked(relpath, st)
         else:
             self.visit_untracked(relpath, name, parent, st)
 
@@ -283,6 +283,12 @@ class _Walk:
                 continue
             known = self.cache.tracked_in(directory)
             self.result.missing.extend(directory + b"/" + name if directory else name for name in known)
+
+
+def _unchanged(key: tuple[int, int, int, int], st: os.stat_result, written_ns: int) -> bool:
+    """The file is as the stat cache recorded it: same quick key, and modified before the cache was
+    written (an edit in the same timestamp tick as the write would not show in the key: racy)."""
+    return key == (st.st_mtime_ns, st.st_ctime_ns, st.st_size & _U32, st.st_ino & _U32) and st.st_mtime_ns < written_ns
 
 
 def walk_folder(

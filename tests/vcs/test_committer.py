@@ -458,6 +458,27 @@ def test_refresh_after_checkout_records_only_the_trees_content(folder_root, iden
     assert_git_agrees(folder_root)
 
 
+def test_named_paths_are_judged_by_the_stat_cache_as_a_full_walk_is(folder_root, identity):
+    """The watcher names every file an apply wrote: those the stat cache shows unchanged are not read
+    again, while one edited since (a new mtime) or racy (modified in the tick the cache was written) is."""
+    for name in ("same.txt", "edited.txt", "racy.txt"):
+        write(folder_root, f"dir/{name}", name + "\n")
+    init_folder(folder_root, identity)
+    folder = FolderRepo.open(folder_root)
+    write(folder_root, "dir/edited.txt", "edited\n")
+    cache = load_stat_cache(folder.git_dir)
+    racy = folder_root / "dir" / "racy.txt"
+    os.utime(racy, ns=(cache.written_ns, cache.written_ns))
+    cache = load_stat_cache(folder.git_dir)
+
+    named = [b"dir/same.txt", b"dir/edited.txt", b"dir/racy.txt", b"dir"]
+    walk = scan.walk_folder(folder_root, cache, scan.IgnoreRules(folder_root), named)
+    full = scan.walk_folder(folder_root, cache, scan.IgnoreRules(folder_root))
+
+    assert sorted({c.relpath for c in walk.candidates}) == [b"dir/edited.txt", b"dir/racy.txt"]
+    assert sorted(c.relpath for c in full.candidates) == [b"dir/edited.txt", b"dir/racy.txt"]
+
+
 def test_the_stat_cache_survives_git_rewriting_the_index(folder_root, identity):
     write(folder_root, "a.txt", "a\n")
     init_folder(folder_root, identity)
