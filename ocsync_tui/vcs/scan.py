@@ -313,12 +313,16 @@ def read_candidate(root: str | os.PathLike[str], candidate: Candidate) -> ReadFi
         if candidate.git_mode == SYMLINK_MODE:
             return _read_symlink(path)
         return _read_regular(path)
-    except FileNotFoundError:
-        return "vanished during the scan"
     except OSError as error:
-        if error.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.ENOTDIR):
-            return "changed while being read; it will be committed once it settles"
-        return f"cannot be read ({error.strerror})"
+        return _why_not_read(error)
+
+
+def _why_not_read(error: OSError) -> str:
+    if isinstance(error, FileNotFoundError):
+        return "vanished during the scan"
+    if error.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.ENOTDIR):
+        return "changed while being read; it will be committed once it settles"
+    return f"cannot be read ({error.strerror})"
 
 
 def _same_version(before: os.stat_result, after: os.stat_result) -> bool:
@@ -390,12 +394,8 @@ def hash_candidate(root: str | os.PathLike[str], candidate: Candidate) -> Hashed
         size = os.lstat(path).st_size
         hasher = blob_hasher(size)
         stable = _stable_read(path, hasher.update, piece_limit=_HASHED_PIECE)
-    except FileNotFoundError:
-        return "vanished during the scan"
     except OSError as error:
-        if error.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.ENOTDIR):
-            return "changed while being read; it will be committed once it settles"
-        return f"cannot be read ({error.strerror})"
+        return _why_not_read(error)
     if isinstance(stable, str):
         return stable
     git_mode, before = stable
