@@ -22,7 +22,7 @@ from ocsync_tui.vcs.checkout import flatten_tree
 from ocsync_tui.vcs.committer import commit_pending
 from ocsync_tui.vcs.disk_naming import DiskNaming, probe_disk_naming
 from ocsync_tui.vcs.folder import FolderRepo
-from ocsync_tui.vcs.incoming_trees import validate_commit_trees
+from ocsync_tui.vcs.incoming_trees import validate_root_trees
 from ocsync_tui.vcs.journal import ApplyJournal, complete_journal, write_journal
 from ocsync_tui.vcs.merge import Conflict, MergeResult, merge_heads
 from ocsync_tui.vcs.pack import PackEntry, add_entries_to_store
@@ -122,7 +122,7 @@ def apply_bundle(
     `consume` lets the import use the bundle file up (see quarantined_import)."""
     ref = peer_ref(peer_name)
     with quarantined_import(folder, bundle_path, consume=consume) as imported:
-        validate_commit_trees(imported.object_store, imported.new_commits)
+        validate_root_trees(imported.object_store, imported.new_trees)
         theirs = imported.head
     folder.repo.refs[ref] = theirs
     store = folder.repo.object_store

@@ -46,6 +46,11 @@ def _tree_of(store: BaseObjectStore, commit_id: bytes) -> bytes:
 
 def validate_commit_trees(store: BaseObjectStore, commit_ids: Iterable[bytes]) -> None:
     """Raise UnsafePathError unless every commit's tree may be written to a synced folder."""
+    validate_root_trees(store, (_tree_of(store, commit_id) for commit_id in commit_ids))
+
+
+def validate_root_trees(store: BaseObjectStore, tree_ids: Iterable[bytes]) -> None:
+    """The same for the commits' root trees, when the caller knows them already."""
     known_valid = ValidatedTrees()
-    for commit_id in commit_ids:
-        validate_tree(store, _tree_of(store, commit_id), known_valid=known_valid)
+    for tree_id in tree_ids:
+        validate_tree(store, tree_id, known_valid=known_valid)
