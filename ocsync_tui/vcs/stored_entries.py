@@ -97,18 +97,18 @@ def write_all_objects(store, out: BinaryIO, get_raw: Callable[[bytes], tuple[int
     output = _PackOutput(out)
     for chunk in pack_header_chunks(len(unique) + len(loose)):
         output.write(chunk)
-    written: dict[bytes, int] = {}
-    commits = sum(_copy_pack(pack, output, written, get_raw) for pack in packs)
+    written: dict[bytes, tuple[int, int]] = {}  # id -> (its offset in the new pack, its object type)
+    for pack in packs:
+        _copy_pack(pack, output, written, get_raw)
     for sha in loose:
-        written[sha] = output.position
-        commits += _write_whole(output, sha, get_raw) == _COMMIT_TYPE
+        position = output.position
+        written[sha] = (position, _write_whole(output, sha, get_raw))
     out.write(output.hash.digest())
-    return WrittenObjects(len(written), commits)
+    return WrittenObjects(len(written), sum(kind == _COMMIT_TYPE for _, kind in written.values()))
 
 
-def _copy_pack(pack: _StorePack, output: _PackOutput, written: dict[bytes, int], get_raw) -> int:
-    """Append the pack's objects not written yet; returns how many of them are commits."""
-    commits = 0
+def _copy_pack(pack: _StorePack, output: _PackOutput, written: dict[bytes, tuple[int, int]], get_raw) -> None:
+    """Append the pack's objects not written yet, noting each one's offset and type in `written`."""
     sha_at = {offset: sha for offset, sha, _ in pack.entries}
     ends = [offset for offset, _, _ in pack.entries[1:]] + [pack.data_end]
     fd = os.open(pack.path, os.O_RDONLY)
@@ -122,22 +122,21 @@ def _copy_pack(pack: _StorePack, output: _PackOutput, written: dict[bytes, int],
                 type_num, size, header_length, base = read_entry_header(head)
             except IndexError:
                 raise _damaged(pack.path, offset) from None
-            commits += type_num == _COMMIT_TYPE
             base_sha = sha_at.get(offset - base) if type_num == OFS_DELTA else base
             if type_num == OFS_DELTA and base_sha is None:
                 raise _damaged(pack.path, offset)
             if base_sha is not None and base_sha not in written:
-                _write_whole(output, sha, get_raw)  # its base comes later, or not at all
+                type_num = _write_whole(output, sha, get_raw)  # its base comes later, or not at all
             else:
                 if base_sha is None:
                     header = head[:header_length]
                 else:
-                    header = bytes(pack_object_header(OFS_DELTA, start - written[base_sha], size, SHA1))
+                    base_position, type_num = written[base_sha]  # a delta is of its base's type
+                    header = bytes(pack_object_header(OFS_DELTA, start - base_position, size, SHA1))
                 _copy_entry(fd, pack.path, offset, end, header_length, head, crc, header, output)
-            written[sha] = start
+            written[sha] = (start, type_num)
     finally:
         os.close(fd)
-    return commits
 
 
 def _copy_entry(fd: int, path: str, offset: int, end: int, header_length: int, head: bytes, crc: int,
