@@ -28,12 +28,11 @@ API (stable):
   (``refs/heads/main``, else ``HEAD``, else its only ref) and everything it reaches is present. It
   yields an ``ImportedBundle`` (``head``, ``prerequisites``, ``object_store`` across quarantine and main
   store and usable only inside the block, ``new_commits``: commits not in the main store yet, parents
-  first; ``new_trees``: their root trees, in that order). Leaving the block normally moves the pack into the main store (fsynced, pack before index); an
-  exception deletes the quarantine and leaves the main store untouched. A quarantine left by a crash is
-  deleted by the next import.
+  first; ``new_trees``: their root trees, in that order). Leaving the block normally moves the pack
+  into the main store (fsynced, pack before index); an exception deletes the quarantine and leaves the
+  main store untouched. A quarantine left by a crash is deleted by the next import.
 """
 
-import binascii
 import hashlib
 import os
 import shutil
@@ -69,7 +68,7 @@ from ocsync_tui.vcs.pack import (
     write_pack,
 )
 from ocsync_tui.vcs.pack_indexer import ObjectLinks, PackIndexError, TruncatedPack, index_pack
-from ocsync_tui.vcs.pack_reader import PackReader, PackReadError
+from ocsync_tui.vcs.pack_reader import PackReadError, PreadObjectStore
 from ocsync_tui.vcs.stored_entries import StoredEntryError, write_all_objects
 
 MAIN_REF = b"refs/heads/main"
@@ -467,7 +466,8 @@ def quarantined_import(folder: FolderLike, bundle_path: Path, *, consume: bool =
         try:
             objects_dir = quarantine / "objects"
             (objects_dir / "pack").mkdir(parents=True)
-            store = _QuarantineStore(str(objects_dir), alternates=[str(git_dir / "objects")])
+            # Read with pread and a cache of delta bases: validation walks every tree version of the history.
+            store = PreadObjectStore(str(objects_dir), alternates=[str(git_dir / "objects")])
             try:
                 # Disk errors stay OSErrors: they say nothing about the bundle.
                 with _failures_as_bundle_error(partial(_corrupt_pack_message, bundle_path), passed=(OSError,)):
@@ -535,7 +535,7 @@ def _is_commit(store, sha: bytes) -> bool:
 
 
 def _receive_pack(
-    store: "_QuarantineStore", bundle_file: BinaryIO, bundle_path: Path, main_store, consume: bool
+    store: PreadObjectStore, bundle_file: BinaryIO, bundle_path: Path, main_store, consume: bool
 ) -> tuple[set[bytes], ObjectLinks]:
     """Check, index and complete the bundle's pack inside the quarantine store; the ids it holds, and
     what its trees and commits name.
@@ -573,35 +573,8 @@ def _receive_pack(
     with open(name + ".idx", "wb") as index_file:
         write_pack_index_v2(index_file, entries, checksum)
     store.packs  # noqa: B018 -- the property rescans the pack directory, so lookups see the new pack
-    store.read_through(name + ".pack", {entry[0]: entry[1] for entry in entries})
+    store.know_pack(name + ".pack", {entry[0]: entry[1] for entry in entries})
     return ids, indexed.links
-
-
-class _QuarantineStore(DiskObjectStore):
-    """The quarantine: its pack read through a PackReader (delta bases cached, so walking every tree
-    version of a history applies one delta each), anything else through dulwich and the main store."""
-
-    _reader: PackReader | None = None
-    _offsets: dict[bytes, int] = {}
-
-    def read_through(self, pack_path: str, offsets: dict[bytes, int]) -> None:
-        self._offsets = offsets
-        self._reader = PackReader(pack_path, offsets.get, self._outside)
-
-    def _outside(self, sha: bytes) -> tuple[int, bytes]:
-        return super().get_raw(sha)
-
-    def get_raw(self, name: bytes) -> tuple[int, bytes]:
-        binary = name if len(name) == 20 else binascii.unhexlify(name)
-        offset = self._offsets.get(binary)
-        if offset is not None:
-            return self._reader.get_raw_at(offset)
-        return super().get_raw(name)
-
-    def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-        super().close()
 
 
 @contextmanager

@@ -18,7 +18,8 @@ API (stable):
   stream, so a pack still being written can be read). ``close()``. Raises ``PackReadError`` for an
   entry that does not decode; ``KeyError`` for an id the pack lacks.
 - ``PreadObjectStore``: a dulwich DiskObjectStore reading packed objects through PackReaders (one
-  shared cache); ``chunks(hex_id)`` -> an object's content in pieces, streamed when stored whole.
+  shared cache); ``chunks(hex_id)`` -> an object's content in pieces, streamed when stored whole;
+  ``know_pack(path, offsets)`` for a pack whose entries' offsets the caller has.
 - ``object_chunks(store, hex_id)``: the same for any store (whole where it cannot stream).
 - ``ObjectCache(capacity)``: a cache PackReaders may share; ``stream_whole(offset)`` on a PackReader.
 - ``read_entry_header(head)`` -> (type_num, size, header_length, base): base is an OFS_DELTA's distance
@@ -244,14 +245,14 @@ def _inflate(compressed: Iterator[bytes], size: int, path: str, offset: int) -> 
         raise PackReadError(f"{path}: the entry at offset {offset} does not inflate to its size")
 
 
-def _packed_location(store, binary: bytes):
-    """(pack, offset) of an object in one of a dulwich DiskObjectStore's packs, or None."""
-    for pack in store.packs:
-        try:
-            return pack, pack.index.object_offset(binary)
-        except KeyError:
-            continue
-    return None
+def _packed_location(store: DiskObjectStore, binary: bytes):
+    """(pack, offset) of an object in one of the store's packs, or None. Through dulwich's own lookup:
+    the packs it has open first, the pack directory listed again only on a miss (`store.packs` lists
+    it on every call)."""
+    try:
+        return store._lookup_in_packs(lambda pack: (pack, pack.index.object_offset(binary)))
+    except KeyError:
+        return None
 
 
 class PreadObjectStore(DiskObjectStore):
@@ -263,11 +264,22 @@ class PreadObjectStore(DiskObjectStore):
         super().__init__(*args, **kwargs)
         self._readers: dict[str, PackReader] = {}
         self._cache = ObjectCache()
+        self._known_offsets: dict[bytes, int] = {}
+        self._known_reader: PackReader | None = None
+
+    def know_pack(self, pack_path: str, offsets: dict[bytes, int]) -> None:
+        """The offsets of every entry of one of the store's packs, which the caller has at hand (it just
+        indexed the pack): a lookup there costs a dict, not a search of the pack index in Python."""
+        self._known_offsets = offsets
+        self._known_reader = PackReader(pack_path, offsets.get, cache=self._cache)
 
     def get_raw(self, name: bytes) -> tuple[int, bytes]:
         if len(name) not in (20, 40):
             return super().get_raw(name)
         binary = name if len(name) == 20 else binascii.unhexlify(name)
+        offset = self._known_offsets.get(binary)
+        if offset is not None:
+            return self._known_reader.get_raw_at(offset)
         located = _packed_location(self, binary)
         if located is None:
             return super().get_raw(name)  # loose, or in an alternate
@@ -302,7 +314,7 @@ class PreadObjectStore(DiskObjectStore):
         return reader
 
     def close(self) -> None:
-        for reader in self._readers.values():
+        for reader in [*self._readers.values(), *filter(None, [self._known_reader])]:
             reader.close()
         self._readers.clear()
         super().close()

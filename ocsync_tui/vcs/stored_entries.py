@@ -12,8 +12,8 @@ API (stable):
 
 - ``write_all_objects(store, out, get_raw) -> WrittenObjects``: write a v2 pack of every object in the
   store's packs (once each, oldest pack first, each pack in its own order) to the binary file ``out``;
-  returns how many objects, and how many of them commits, it holds. ``get_raw(hex_sha) -> (type_num, bytes)`` serves the objects written whole.
-  A damaged entry (its CRC-32 differs from the index's) raises ``StoredEntryError``.
+  returns how many objects, and how many of them commits, it holds. ``get_raw(hex_sha) -> (type_num,
+  bytes)`` serves the objects written whole. A damaged entry (its CRC-32 differs from the index's) raises ``StoredEntryError``.
 """
 
 import binascii
@@ -62,7 +62,8 @@ def _store_packs(pack_dir: str) -> list[_StorePack]:
             entries = sorted((offset, sha, crc) for sha, offset, crc in index.iterentries())
         finally:
             index.close()
-        packs.append((os.stat(pack_path).st_mtime_ns, name, _StorePack(pack_path, entries, os.path.getsize(pack_path) - _SHA_LENGTH)))
+        data_end = os.path.getsize(pack_path) - _SHA_LENGTH
+        packs.append((os.stat(pack_path).st_mtime_ns, name, _StorePack(pack_path, entries, data_end)))
     return [pack for _, _, pack in sorted(packs)]
 
 
