@@ -7,6 +7,7 @@ journal, so a crash at any moment is finished by the next command instead of bei
 edits.
 """
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,13 @@ def _changed_paths(store: BaseObjectStore, old_tree: bytes | None, new_tree: byt
     return sorted(path for path in old_files.keys() | new_files.keys() if old_files.get(path) != new_files.get(path))
 
 
+def _record_peer_head(folder: FolderRepo, ref: bytes, head: bytes) -> None:
+    # Only ocsync writes refs/peers/…, and only under the folder lock: a lock file found there is what a
+    # writer killed mid-update left behind, and would refuse every later apply.
+    (folder.git_dir / (os.fsdecode(ref) + ".lock")).unlink(missing_ok=True)
+    folder.repo.refs[ref] = head
+
+
 def _tree(store: BaseObjectStore, commit_id: bytes | None) -> bytes | None:
     return store[commit_id].tree if commit_id else None
 
@@ -124,7 +132,7 @@ def apply_bundle(
     with quarantined_import(folder, bundle_path, consume=consume) as imported:
         validate_root_trees(imported.object_store, imported.new_trees)
         theirs = imported.head
-    folder.repo.refs[ref] = theirs
+    _record_peer_head(folder, ref, theirs)
     store = folder.repo.object_store
 
     for round_number in range(1, _MAX_COMMIT_ROUNDS + 1):

@@ -75,6 +75,21 @@ def test_applying_the_same_bundle_twice_is_up_to_date(tmp_path):
     git_fsck_strict(bob.root)
 
 
+def test_a_peer_ref_lock_left_by_a_killed_apply_does_not_block_the_next(tmp_path):
+    alice = make_device(tmp_path, "alice", {"a.txt": b"A\n"})
+    bob = make_device(tmp_path, "bob")
+    bundle = alice.bundle_for(bob, tmp_path / "a.bundle")
+    lock = bob.root / ".git" / "refs" / "peers" / "alice" / "main.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_bytes(b"half-written by a killed apply\n")
+
+    bob.apply(bundle, alice)
+
+    assert bob.known_head_of(alice) == alice.head() == bob.head()
+    assert not lock.exists()
+    git_fsck_strict(bob.root)
+
+
 def test_merging_both_ways_ends_on_one_head(tmp_path):
     alice, bob = synced_pair(tmp_path, {"shared.txt": b"base\n", "other.txt": b"o\n"})
     alice.write("from-alice.txt", b"alice's\n")
